@@ -96,10 +96,12 @@ class BackendError(BeliefAgentError):
         status_code: int | None = None,
         body: str | None = None,
         retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.status_code = status_code
         self.body = body
         self.retryable = retryable
+        self.retry_after = retry_after
         prefix = f"HTTP {status_code}: " if status_code is not None else ""
         super().__init__(prefix + message)
 
