@@ -1,0 +1,113 @@
+"""Choice likelihoods: ``P(choice = o | hypothesis h, option set)`` from the utilities
+``U[h, o] = w_h . phi(o)``.
+
+Every model maps utilities ``(..., n_hyp, n_options)`` to choice probabilities of the same shape,
+rows summing to 1, vectorised over any leading batch dimensions.
+
+- :class:`NoiseFree` — the paper's user: picks the utility maximiser; exact ties split evenly.
+- :class:`EpsilonGreedy` — with probability ``epsilon`` picks uniformly at random instead.
+- :class:`Softmax` — Boltzmann choice ``exp(U / temperature)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from beliefagent.errors import ConfigError
+
+__all__ = [
+    "TIE_TOL",
+    "ChoiceModel",
+    "EpsilonGreedy",
+    "NoiseFree",
+    "Softmax",
+    "argmax_first",
+    "choice_model_from_name",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+TIE_TOL = 1e-9
+"""Utilities closer than this count as tied (guards against float round-off)."""
+
+
+def argmax_first(values: npt.ArrayLike, axis: int = -1, tol: float = TIE_TOL) -> npt.NDArray[np.int64]:
+    """Index of the maximum along ``axis``; among values within ``tol`` of it, the first wins."""
+    v = np.asarray(values, dtype=np.float64)
+    best = v.max(axis=axis, keepdims=True)
+    return np.argmax(v >= best - tol, axis=axis)
+
+
+def _argmax_mask(utilities: FloatArray) -> FloatArray:
+    best = utilities.max(axis=-1, keepdims=True)
+    return (utilities >= best - TIE_TOL).astype(np.float64)
+
+
+class ChoiceModel(Protocol):
+    """``probs(utilities (..., n_hyp, n_options)) -> (..., n_hyp, n_options)``."""
+
+    name: str
+
+    def probs(self, utilities: FloatArray) -> FloatArray: ...
+
+
+@dataclass(frozen=True)
+class NoiseFree:
+    """The paper's likelihood: 1 for the utility maximiser (split evenly among exact ties)."""
+
+    name: str = "noise-free"
+
+    def probs(self, utilities: FloatArray) -> FloatArray:
+        mask = _argmax_mask(utilities)
+        return mask / mask.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class EpsilonGreedy:
+    """Maximiser with probability ``1 - epsilon``, uniform otherwise."""
+
+    epsilon: float = 0.1
+    name: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError("must be in [0, 1]", field="epsilon", value=self.epsilon)
+
+    def probs(self, utilities: FloatArray) -> FloatArray:
+        n = utilities.shape[-1]
+        return (1.0 - self.epsilon) * NoiseFree().probs(utilities) + self.epsilon / n
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """Boltzmann choice: ``P(o) ∝ exp(U[o] / temperature)``."""
+
+    temperature: float = 0.1
+    name: str = "softmax"
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0.0:
+            raise ConfigError("must be > 0", field="temperature", value=self.temperature)
+
+    def probs(self, utilities: FloatArray) -> FloatArray:
+        z = utilities / self.temperature
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def choice_model_from_name(name: str, param: float | None = None) -> ChoiceModel:
+    """``noise-free`` | ``epsilon`` (param: epsilon, default 0.1) | ``softmax`` (param:
+    temperature, default 0.1)."""
+    if name in ("noise-free", "noisefree", "exact"):
+        return NoiseFree()
+    if name in ("epsilon", "eps", "epsilon-greedy"):
+        return EpsilonGreedy(0.1 if param is None else param)
+    if name == "softmax":
+        return Softmax(0.1 if param is None else param)
+    raise ConfigError("unknown likelihood (noise-free, epsilon, softmax)", field="likelihood",
+                      value=name)

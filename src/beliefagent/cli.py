@@ -1,0 +1,159 @@
+"""The ``beliefagent`` command line. The CLI owns the terminal: tables and progress go to stderr
+or stdout here, never from library code; ``--json`` prints one JSON object on stdout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from beliefagent.errors import BeliefAgentError, ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Exact Bayesian beliefs beside chat LLMs: evaluate, log, teach, serve.",
+)
+out = Console()
+err = Console(stderr=True)
+
+DomainOpt = Annotated[str, typer.Option("--domain", "-d",
+                                        help="Built-in domain name or path to a spec file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+LikelihoodOpt = Annotated[str, typer.Option(
+    "--likelihood", help="User model for belief updates: noise-free | epsilon | softmax.")]
+NoiseOpt = Annotated[float | None, typer.Option(
+    "--noise", help="epsilon (for epsilon) or temperature (for softmax); default 0.1.")]
+
+
+def _choice_domain(name: str):  # type: ignore[no-untyped-def]
+    from beliefagent.domains import ChoiceDomain, load_domain
+
+    domain = load_domain(name)
+    if not isinstance(domain, ChoiceDomain):
+        raise ConfigError("this command needs a choice domain (flight, hotel, ...)",
+                          field="domain", value=name)
+    return domain
+
+
+@app.command("domains")
+def domains_cmd(json_out: JsonOpt = False) -> None:
+    """List the built-in domains."""
+    from beliefagent.domains import builtin_domains, load_domain
+
+    rows = []
+    for name in builtin_domains():
+        d = load_domain(name)
+        rows.append({"name": name, "kind": d.kind, "features": list(d.feature_names),
+                     "n_hypotheses": len(d.hypothesis_weights())})
+    if json_out:
+        print(json.dumps({"domains": rows}))
+        return
+    table = Table("domain", "kind", "hypotheses", "features")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], str(r["n_hypotheses"]), ", ".join(r["features"]))
+    out.print(table)
+
+
+@app.command("teacher-eval")
+def teacher_eval_cmd(
+    domain: DomainOpt = "flight",
+    heldout: Annotated[Path | None, typer.Option(
+        help="Official held-out file (e.g. heldout_flight.json); a bare name is also looked up "
+             "in $BELIEFAGENT_DATA and ../shared/data/qiu2026.")] = None,
+    interactions: Annotated[Path | None, typer.Option(
+        help="Official interactions file (e.g. interaction_flight.jsonl).")] = None,
+    users: Annotated[int | None, typer.Option(
+        help="Generated data: number of users (default: every hypothesis).")] = None,
+    heldout_sets: Annotated[int, typer.Option(help="Generated data: held-out sets.")] = 100,
+    seed: Annotated[int, typer.Option(help="Generated data: random seed.")] = 0,
+    likelihood: LikelihoodOpt = "noise-free",
+    noise: NoiseOpt = None,
+    tie_tol: Annotated[float, typer.Option(
+        help="Expected rewards closer than this tie (first option wins). 0 = plain argmax.")
+    ] = 1e-9,
+    json_out: JsonOpt = False,
+) -> None:
+    """Accuracy of the Bayesian teacher on held-out option sets after each round."""
+    from beliefagent.belief import choice_model_from_name
+    from beliefagent.eval.teacher import run_teacher_eval
+
+    res = run_teacher_eval(
+        _choice_domain(domain), heldout=heldout, interactions=interactions, users=users,
+        heldout_sets=heldout_sets, seed=seed,
+        likelihood=choice_model_from_name(likelihood, noise), tie_tol=tie_tol,
+    )
+    if json_out:
+        print(json.dumps(res.to_dict()))
+        return
+    table = Table(title=f"Bayesian teacher, {res.domain} ({res.source} data: {res.n_users} users, "
+                        f"{res.n_heldout} held-out sets)")
+    table.add_column("after round", justify="right")
+    table.add_column("accuracy %", justify="right")
+    for r, a in enumerate(res.accuracy_by_round):
+        table.add_row(str(r), f"{a:.1f}")
+    out.print(table)
+
+
+@app.command("teacher-dialogues")
+def teacher_dialogues_cmd(
+    interactions: Annotated[Path, typer.Option(
+        help="Interactions file, e.g. interaction_flight_human.jsonl (real people's choices).")],
+    domain: DomainOpt = "flight",
+    likelihood: Annotated[list[str] | None, typer.Option(
+        "--likelihood", help="One or more: noise-free, epsilon:0.1, softmax:0.1, ...")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """In-dialogue accuracy of the teacher (predict each round's choice from the rounds before)
+    and how often its posterior empties, under several likelihoods."""
+    from beliefagent.belief import choice_model_from_name
+    from beliefagent.datasets import load_interactions
+    from beliefagent.eval.teacher import dialogue_accuracy, stated_reward_agreement
+
+    d = _choice_domain(domain)
+    data = load_interactions(interactions, d)
+    specs = likelihood or ["noise-free", "epsilon:0.1", "epsilon:0.3", "softmax:0.1",
+                           "softmax:0.3"]
+    rows = []
+    for spec in specs:
+        name, _, param = spec.partition(":")
+        try:
+            value = float(param) if param else None
+        except ValueError as exc:
+            raise ConfigError("parameter must be a number", field="likelihood", value=spec) from exc
+        res = dialogue_accuracy(d, data, choice_model_from_name(name, value))
+        res["likelihood"] = spec
+        rows.append(res)
+    agree = stated_reward_agreement(d, data)
+    if json_out:
+        print(json.dumps({"n_dialogues": len(data.choices), "stated_reward_agreement": agree,
+                          "teachers": rows}))
+        return
+    table = Table(title=f"{len(data.choices)} dialogues; choices agree with the stated reward "
+                        f"{agree:.1f}% of the time")
+    for col in ("likelihood", "in-dialogue acc %", "by round %", "posterior emptied"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["likelihood"]), f"{r['accuracy']:.1f}",
+                      " / ".join(f"{a:.0f}" for a in r["accuracy_by_round"]),  # type: ignore[attr-defined]
+                      f"{r['emptied_dialogues']} ({r['emptied_share']:.1f}%)")
+    out.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except BeliefAgentError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Readers for the official evaluation files of Qiu et al. (2026): held-out option sets
+(``heldout_flight.json``) and interactions (``interaction_flight.jsonl`` with simulated users,
+``interaction_flight_human.jsonl`` with real people's choices).
+
+Option text is parsed with the domain (so every option must round-trip through its grid) and
+checked against the files' numeric ``*_numpy`` arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from beliefagent.domains import ChoiceDomain
+from beliefagent.errors import BeliefAgentError, DataError
+
+__all__ = ["Heldout", "Interactions", "find_data_file", "load_heldout", "load_interactions"]
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Heldout:
+    option_sets: IntArray  # (S, O, F) level indices
+    user_weights: FloatArray  # (U, F)
+    truth: IntArray  # (U, S) the user's preferred option, as stored
+
+
+@dataclass(frozen=True)
+class Interactions:
+    user_weights: FloatArray  # (U, F)
+    rounds: IntArray  # (U, R, O, F) level indices
+    choices: IntArray  # (U, R) the user's choice each round
+    ids: list[int]
+
+
+def find_data_file(name: str | os.PathLike[str]) -> Path:
+    """Resolve a data file: the path as given, else the bare name in ``$BELIEFAGENT_DATA``,
+    ``./data/qiu2026``, ``../shared/data/qiu2026`` (from the working directory or the repository)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    here = Path(__file__).resolve()
+    roots = [os.environ.get("BELIEFAGENT_DATA"), "data/qiu2026", "../shared/data/qiu2026",
+             here.parents[3] / "../shared/data/qiu2026"]
+    for root in roots:
+        if root and (Path(root) / p.name).is_file():
+            return Path(root) / p.name
+    raise DataError("file not found (also looked in $BELIEFAGENT_DATA and ../shared/data/qiu2026)",
+                    path=str(p))
+
+
+def _parse_sets(domain: ChoiceDomain, sets: list[list[str]], numeric: object, path: str) -> IntArray:
+    try:
+        levels = np.stack([domain.parse_option_set(s) for s in sets])  # (n, O, F)
+    except BeliefAgentError as exc:
+        raise DataError(f"option does not parse: {exc}", path=path) from exc
+    if numeric is not None and not np.allclose(domain.codes(levels), np.asarray(numeric)):
+        raise DataError("option text disagrees with its numeric form", path=path)
+    return levels
+
+
+def _check_features(domain: ChoiceDomain, features: list[str], path: str) -> None:
+    if list(features) != list(domain.feature_names):
+        raise DataError(f"features {features} do not match domain {domain.name!r} "
+                        f"{list(domain.feature_names)}", path=path)
+
+
+def load_heldout(path: str | os.PathLike[str], domain: ChoiceDomain) -> Heldout:
+    p = find_data_file(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read: {exc}", path=str(p)) from exc
+    _check_features(domain, data["features"], str(p))
+    sets = _parse_sets(domain, data["all_options"], data.get("all_options_numpy"), str(p))
+    weights = np.array([u["reward_fn"] for u in data["user_idxs"]], dtype=np.float64)
+    truth = np.array([u["idxs"] for u in data["user_idxs"]], dtype=np.int64)
+    return Heldout(option_sets=sets, user_weights=weights, truth=truth)
+
+
+def load_interactions(path: str | os.PathLike[str], domain: ChoiceDomain) -> Interactions:
+    p = find_data_file(path)
+    weights, rounds, choices, ids = [], [], [], []
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc}", path=str(p)) from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            _check_features(domain, rec["features"], f"{p}:{n}")
+            rounds.append(_parse_sets(domain, [r["options"] for r in rec["rounds"]],
+                                      rec.get("rounds_numpy"), f"{p}:{n}"))
+            choices.append([int(r["user_idx"]) for r in rec["rounds"]])
+            weights.append([float(v) for v in rec["reward_fn"]])
+            ids.append(int(rec.get("idx", n - 1)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"bad record: {exc!r}", path=str(p), line=n) from exc
+    return Interactions(
+        user_weights=np.array(weights, dtype=np.float64),
+        rounds=np.stack(rounds),
+        choices=np.array(choices, dtype=np.int64),
+        ids=ids,
+    )

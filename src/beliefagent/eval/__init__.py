@@ -1,0 +1,1 @@
+"""Evaluation: the paper's protocol for the Bayesian teacher and for LLM assistants."""

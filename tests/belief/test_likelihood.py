@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beliefagent.belief import (
+    EpsilonGreedy,
+    NoiseFree,
+    Softmax,
+    argmax_first,
+    choice_model_from_name,
+)
+from beliefagent.errors import ConfigError
+
+
+def test_rows_sum_to_one_over_batches() -> None:
+    u = np.random.default_rng(0).normal(size=(4, 7, 3))
+    for m in (NoiseFree(), EpsilonGreedy(0.3), Softmax(0.5)):
+        p = m.probs(u)
+        assert p.shape == u.shape
+        assert np.allclose(p.sum(axis=-1), 1.0)
+
+
+def test_noise_free_splits_ties() -> None:
+    p = NoiseFree().probs(np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert p.tolist() == [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]]
+
+
+def test_softmax_limits() -> None:
+    u = np.array([0.0, 1.0, 0.5])
+    assert Softmax(1e-3).probs(u)[1] == pytest.approx(1.0)
+    assert np.allclose(Softmax(1e6).probs(u), 1 / 3, atol=1e-6)
+
+
+def test_argmax_first_tolerates_round_off() -> None:
+    assert argmax_first(np.array([0.0, 1e-17, -1e-17])) == 0
+    assert argmax_first(np.array([0.0, 1e-3, 0.0])) == 1
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(ConfigError):
+        EpsilonGreedy(1.5)
+    with pytest.raises(ConfigError):
+        Softmax(0.0)
+    with pytest.raises(ConfigError) as info:
+        choice_model_from_name("psychic")
+    assert info.value.field == "likelihood"
