@@ -7,13 +7,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from beliefagent.domains.choice import ChoiceDomain
 from beliefagent.errors import BeliefAgentError, ConfigError
+
 
 app = typer.Typer(
     add_completion=False,
@@ -23,22 +25,32 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-DomainOpt = Annotated[str, typer.Option("--domain", "-d",
-                                        help="Built-in domain name or path to a spec file.")]
+DomainOpt = Annotated[
+    str, typer.Option("--domain", "-d", help="Built-in domain name or path to a spec file.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-LikelihoodOpt = Annotated[str, typer.Option(
-    "--likelihood", help="User model for belief updates: noise-free | epsilon | softmax.")]
-NoiseOpt = Annotated[float | None, typer.Option(
-    "--noise", help="epsilon (for epsilon) or temperature (for softmax); default 0.1.")]
+LikelihoodOpt = Annotated[
+    str,
+    typer.Option(
+        "--likelihood", help="User model for belief updates: noise-free | epsilon | softmax."
+    ),
+]
+NoiseOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--noise", help="epsilon (for epsilon) or temperature (for softmax); default 0.1."
+    ),
+]
 
 
-def _choice_domain(name: str):  # type: ignore[no-untyped-def]
-    from beliefagent.domains import ChoiceDomain, load_domain
+def _choice_domain(name: str) -> ChoiceDomain:
+    from beliefagent.domains import load_domain
 
     domain = load_domain(name)
     if not isinstance(domain, ChoiceDomain):
-        raise ConfigError("this command needs a choice domain (flight, hotel, ...)",
-                          field="domain", value=name)
+        raise ConfigError(
+            "this command needs a choice domain (flight, hotel, ...)", field="domain", value=name
+        )
     return domain
 
 
@@ -47,11 +59,17 @@ def domains_cmd(json_out: JsonOpt = False) -> None:
     """List the built-in domains."""
     from beliefagent.domains import builtin_domains, load_domain
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in builtin_domains():
         d = load_domain(name)
-        rows.append({"name": name, "kind": d.kind, "features": list(d.feature_names),
-                     "n_hypotheses": len(d.hypothesis_weights())})
+        rows.append(
+            {
+                "name": name,
+                "kind": d.kind,
+                "features": list(d.feature_names),
+                "n_hypotheses": len(d.hypothesis_weights()),
+            }
+        )
     if json_out:
         print(json.dumps({"domains": rows}))
         return
@@ -64,19 +82,30 @@ def domains_cmd(json_out: JsonOpt = False) -> None:
 @app.command("teacher-eval")
 def teacher_eval_cmd(
     domain: DomainOpt = "flight",
-    heldout: Annotated[Path | None, typer.Option(
-        help="Official held-out file (e.g. heldout_flight.json); a bare name is also looked up "
-             "in $BELIEFAGENT_DATA and ../shared/data/qiu2026.")] = None,
-    interactions: Annotated[Path | None, typer.Option(
-        help="Official interactions file (e.g. interaction_flight.jsonl).")] = None,
-    users: Annotated[int | None, typer.Option(
-        help="Generated data: number of users (default: every hypothesis).")] = None,
+    heldout: Annotated[
+        Path | None,
+        typer.Option(
+            help="Official held-out file (e.g. heldout_flight.json); a bare name is also looked up "
+            "in $BELIEFAGENT_DATA and ../shared/data/qiu2026."
+        ),
+    ] = None,
+    interactions: Annotated[
+        Path | None,
+        typer.Option(help="Official interactions file (e.g. interaction_flight.jsonl)."),
+    ] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(help="Generated data: number of users (default: every hypothesis)."),
+    ] = None,
     heldout_sets: Annotated[int, typer.Option(help="Generated data: held-out sets.")] = 100,
     seed: Annotated[int, typer.Option(help="Generated data: random seed.")] = 0,
     likelihood: LikelihoodOpt = "noise-free",
     noise: NoiseOpt = None,
-    tie_tol: Annotated[float, typer.Option(
-        help="Expected rewards closer than this tie (first option wins). 0 = plain argmax.")
+    tie_tol: Annotated[
+        float,
+        typer.Option(
+            help="Expected rewards closer than this tie (first option wins). 0 = plain argmax."
+        ),
     ] = 1e-9,
     json_out: JsonOpt = False,
 ) -> None:
@@ -85,15 +114,22 @@ def teacher_eval_cmd(
     from beliefagent.eval.teacher import run_teacher_eval
 
     res = run_teacher_eval(
-        _choice_domain(domain), heldout=heldout, interactions=interactions, users=users,
-        heldout_sets=heldout_sets, seed=seed,
-        likelihood=choice_model_from_name(likelihood, noise), tie_tol=tie_tol,
+        _choice_domain(domain),
+        heldout=heldout,
+        interactions=interactions,
+        users=users,
+        heldout_sets=heldout_sets,
+        seed=seed,
+        likelihood=choice_model_from_name(likelihood, noise),
+        tie_tol=tie_tol,
     )
     if json_out:
         print(json.dumps(res.to_dict()))
         return
-    table = Table(title=f"Bayesian teacher, {res.domain} ({res.source} data: {res.n_users} users, "
-                        f"{res.n_heldout} held-out sets)")
+    table = Table(
+        title=f"Bayesian teacher, {res.domain} ({res.source} data: {res.n_users} users, "
+        f"{res.n_heldout} held-out sets)"
+    )
     table.add_column("after round", justify="right")
     table.add_column("accuracy %", justify="right")
     for r, a in enumerate(res.accuracy_by_round):
@@ -103,11 +139,17 @@ def teacher_eval_cmd(
 
 @app.command("teacher-dialogues")
 def teacher_dialogues_cmd(
-    interactions: Annotated[Path, typer.Option(
-        help="Interactions file, e.g. interaction_flight_human.jsonl (real people's choices).")],
+    interactions: Annotated[
+        Path,
+        typer.Option(
+            help="Interactions file, e.g. interaction_flight_human.jsonl (real people's choices)."
+        ),
+    ],
     domain: DomainOpt = "flight",
-    likelihood: Annotated[list[str] | None, typer.Option(
-        "--likelihood", help="One or more: noise-free, epsilon:0.1, softmax:0.1, ...")] = None,
+    likelihood: Annotated[
+        list[str] | None,
+        typer.Option("--likelihood", help="One or more: noise-free, epsilon:0.1, softmax:0.1, ..."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """In-dialogue accuracy of the teacher (predict each round's choice from the rounds before)
@@ -118,9 +160,8 @@ def teacher_dialogues_cmd(
 
     d = _choice_domain(domain)
     data = load_interactions(interactions, d)
-    specs = likelihood or ["noise-free", "epsilon:0.1", "epsilon:0.3", "softmax:0.1",
-                           "softmax:0.3"]
-    rows = []
+    specs = likelihood or ["noise-free", "epsilon:0.1", "epsilon:0.3", "softmax:0.1", "softmax:0.3"]
+    rows: list[dict[str, Any]] = []
     for spec in specs:
         name, _, param = spec.partition(":")
         try:
@@ -132,17 +173,29 @@ def teacher_dialogues_cmd(
         rows.append(res)
     agree = stated_reward_agreement(d, data)
     if json_out:
-        print(json.dumps({"n_dialogues": len(data.choices), "stated_reward_agreement": agree,
-                          "teachers": rows}))
+        print(
+            json.dumps(
+                {
+                    "n_dialogues": len(data.choices),
+                    "stated_reward_agreement": agree,
+                    "teachers": rows,
+                }
+            )
+        )
         return
-    table = Table(title=f"{len(data.choices)} dialogues; choices agree with the stated reward "
-                        f"{agree:.1f}% of the time")
+    table = Table(
+        title=f"{len(data.choices)} dialogues; choices agree with the stated reward "
+        f"{agree:.1f}% of the time"
+    )
     for col in ("likelihood", "in-dialogue acc %", "by round %", "posterior emptied"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["likelihood"]), f"{r['accuracy']:.1f}",
-                      " / ".join(f"{a:.0f}" for a in r["accuracy_by_round"]),  # type: ignore[attr-defined]
-                      f"{r['emptied_dialogues']} ({r['emptied_share']:.1f}%)")
+        table.add_row(
+            str(r["likelihood"]),
+            f"{r['accuracy']:.1f}",
+            " / ".join(f"{a:.0f}" for a in r["accuracy_by_round"]),
+            f"{r['emptied_dialogues']} ({r['emptied_share']:.1f}%)",
+        )
     out.print(table)
 
 

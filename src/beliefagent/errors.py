@@ -9,8 +9,9 @@ with ``raise ... from exc``.
     │   ├── ChoiceError            a choice index out of range
     │   ├── EmptyHypothesisSpaceError
     │   └── ConfigError            a bad setting (CLI flag, recipe, policy, backend option)
-    ├── DataError                  a data or log file that cannot be read; carries ``path``, ``line``
-    └── BackendError               an LLM backend failed at run time; carries ``status_code``, ``body``
+    ├── DataError                  an unreadable data or log file; carries ``path``, ``line``
+    └── BackendError               an LLM backend failed at run time; carries ``status_code``,
+        │                          ``body``, ``retryable``, ``retry_after``
         ├── BackendTimeoutError
         ├── BackendConnectionError
         └── BackendResponseError   the backend answered, but not with something usable

@@ -14,9 +14,11 @@ FLIGHT = load_domain("flight")
 
 def test_render_matches_paper_example() -> None:
     lv = FLIGHT.option_from_values(
-        {"departure_time": "02:00 PM", "duration": "30 min", "number_of_stops": 1, "price": 370})
+        {"departure_time": "02:00 PM", "duration": "30 min", "number_of_stops": 1, "price": 370}
+    )
     assert FLIGHT.render_option(lv, 0) == (
-        "Flight 1: departure time: 02:00 PM, duration: 30 min, number of stops: 1, price: $370")
+        "Flight 1: departure time: 02:00 PM, duration: 30 min, number of stops: 1, price: $370"
+    )
 
 
 def test_grids_and_codes() -> None:
@@ -37,8 +39,10 @@ def test_every_official_option_parses(official_dir: Path) -> None:
     for name in ("interaction_flight.jsonl", "interaction_flight_human.jsonl"):
         for line in (official_dir / name).read_text().splitlines():
             rec = json.loads(line)
-            sets += [(r["options"], num)
-                     for r, num in zip(rec["rounds"], rec["rounds_numpy"], strict=True)]
+            sets += [
+                (r["options"], num)
+                for r, num in zip(rec["rounds"], rec["rounds_numpy"], strict=True)
+            ]
     for texts, numeric in sets:
         lv = FLIGHT.parse_option_set(texts)
         assert np.allclose(FLIGHT.codes(lv), numeric)
@@ -49,20 +53,28 @@ def test_every_official_option_parses(official_dir: Path) -> None:
 
 def test_parse_is_lenient_on_case_and_label() -> None:
     assert FLIGHT.parse_option(
-        "departure time: 02:00 pm, duration: 30 MIN, number of stops: 1, price: $370.") == (
-        5, 0, 1, 3)
+        "departure time: 02:00 pm, duration: 30 MIN, number of stops: 1, price: $370."
+    ) == (5, 0, 1, 3)
 
 
 @pytest.mark.parametrize(
     ("call", "field"),
     [
-        (lambda: FLIGHT.parse_option("Flight 1: departure time: 02:01 PM, duration: 30 min, "
-                                     "number of stops: 1, price: $370"), "option.departure_time"),
+        (
+            lambda: FLIGHT.parse_option(
+                "Flight 1: departure time: 02:01 PM, duration: 30 min, "
+                "number of stops: 1, price: $370"
+            ),
+            "option.departure_time",
+        ),
         (lambda: FLIGHT.parse_option("Flight 1: colour: red"), "option"),
         (lambda: FLIGHT.option_from_values({"colour": "red"}), "option"),
-        (lambda: FLIGHT.option_from_values(
-            {"departure_time": 360, "duration": 30, "number_of_stops": 3, "price": 100}),
-         "option.number_of_stops"),
+        (
+            lambda: FLIGHT.option_from_values(
+                {"departure_time": 360, "duration": 30, "number_of_stops": 3, "price": 100}
+            ),
+            "option.number_of_stops",
+        ),
         (lambda: FLIGHT.validate_option_set(np.zeros((2, 4), dtype=int)), "options"),
         (lambda: FLIGHT.validate_option_set(np.full((3, 4), 11)), "options.departure_time"),
     ],

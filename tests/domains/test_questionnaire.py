@@ -25,9 +25,9 @@ def test_grm_rows_sum_to_one_and_are_monotone() -> None:
     w = BIG5.hypothesis_weights()
     expected = BIG5.answer_probs(0) @ np.arange(1, 6)  # item 0: extraversion, +keyed
     order = np.argsort(w[:, 0], kind="stable")
-    assert np.all(np.diff(expected[order][:: 625]) > 0)
+    assert np.all(np.diff(expected[order][::625]) > 0)
     expected_rev = BIG5.answer_probs(5) @ np.arange(1, 6)  # item 5: extraversion, -keyed
-    assert np.all(np.diff(expected_rev[order][:: 625]) < 0)
+    assert np.all(np.diff(expected_rev[order][::625]) < 0)
 
 
 def test_bad_item_and_answer() -> None:

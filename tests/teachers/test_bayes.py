@@ -61,19 +61,25 @@ def test_batched_evaluation_equals_per_session_teacher() -> None:
     users = rng.choice(624, size=25, replace=False)
     weights = FLIGHT.hypothesis_weights()[users]
     rounds = FLIGHT.random_option_sets(rng, 25 * 5).reshape(25, 5, 3, 4)
-    choices = np.array([[SimulatedUser(FLIGHT, w, EpsilonGreedy(0.3), seed=i).choose(s)
-                         for s in r] for i, (w, r) in enumerate(zip(weights, rounds, strict=True))])
+    choices = np.array(
+        [
+            [SimulatedUser(FLIGHT, w, EpsilonGreedy(0.3), seed=i).choose(s) for s in r]
+            for i, (w, r) in enumerate(zip(weights, rounds, strict=True))
+        ]
+    )
     held = FLIGHT.random_option_sets(rng, 40)
     truth = np.array([[OracleTeacher(FLIGHT, w).recommend(s) for s in held] for w in weights])
     for lik in (NoiseFree(), EpsilonGreedy(0.3)):
-        fast = heldout_accuracy_by_round(FLIGHT, weights, rounds, choices, held, truth, lik,
-                                         max_elements=10_000)
+        fast = heldout_accuracy_by_round(
+            FLIGHT, weights, rounds, choices, held, truth, lik, max_elements=10_000
+        )
         slow = np.zeros(6)
         for u in range(25):
             t = BayesianTeacher(FLIGHT, lik)
             for r in range(6):
-                slow[r] += np.mean([t.recommend(s).choice == truth[u, k]
-                                    for k, s in enumerate(held)])
+                slow[r] += np.mean(
+                    [t.recommend(s).choice == truth[u, k] for k, s in enumerate(held)]
+                )
                 if r < 5:
                     t.observe(rounds[u, r], int(choices[u, r]))
         assert np.allclose(fast, slow / 25)
@@ -100,8 +106,11 @@ def test_simulated_users_are_reproducible() -> None:
     b = [SimulatedUser(FLIGHT, w, EpsilonGreedy(0.5), seed=3).choose(s) for s in sets]
     assert a == b
     noiseless = SimulatedUser(FLIGHT, w, seed=0)
-    assert all(noiseless.choose(s) == OracleTeacher(FLIGHT, w).recommend(s) or
-               np.isclose(noiseless.choice_probs(s).max(), 0.5, atol=0.2) for s in sets)
+    assert all(
+        noiseless.choose(s) == OracleTeacher(FLIGHT, w).recommend(s)
+        or np.isclose(noiseless.choice_probs(s).max(), 0.5, atol=0.2)
+        for s in sets
+    )
 
 
 def test_big_five_posterior_concentrates_on_true_profile() -> None:

@@ -35,7 +35,9 @@ TIE_TOL = 1e-9
 """Utilities closer than this count as tied (guards against float round-off)."""
 
 
-def argmax_first(values: npt.ArrayLike, axis: int = -1, tol: float = TIE_TOL) -> npt.NDArray[np.int64]:
+def argmax_first(
+    values: npt.ArrayLike, axis: int = -1, tol: float = TIE_TOL
+) -> npt.NDArray[np.int64]:
     """Index of the maximum along ``axis``; among values within ``tol`` of it, the first wins."""
     v = np.asarray(values, dtype=np.float64)
     best = v.max(axis=axis, keepdims=True)
@@ -50,7 +52,8 @@ def _argmax_mask(utilities: FloatArray) -> FloatArray:
 class ChoiceModel(Protocol):
     """``probs(utilities (..., n_hyp, n_options)) -> (..., n_hyp, n_options)``."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def probs(self, utilities: FloatArray) -> FloatArray: ...
 
@@ -109,5 +112,6 @@ def choice_model_from_name(name: str, param: float | None = None) -> ChoiceModel
         return EpsilonGreedy(0.1 if param is None else param)
     if name == "softmax":
         return Softmax(0.1 if param is None else param)
-    raise ConfigError("unknown likelihood (noise-free, epsilon, softmax)", field="likelihood",
-                      value=name)
+    raise ConfigError(
+        "unknown likelihood (noise-free, epsilon, softmax)", field="likelihood", value=name
+    )

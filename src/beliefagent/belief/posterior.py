@@ -68,19 +68,22 @@ class Belief:
 
     def __init__(self, n_hyp: int, log_prior: FloatArray | None = None) -> None:
         if n_hyp <= 0:
-            raise EmptyHypothesisSpaceError("need at least one hypothesis", field="n_hyp",
-                                            value=n_hyp)
+            raise EmptyHypothesisSpaceError(
+                "need at least one hypothesis", field="n_hyp", value=n_hyp
+            )
         if log_prior is None:
             self.log_post = np.full(n_hyp, -np.log(n_hyp))  # (n_hyp,)
         else:
             lp = np.asarray(log_prior, dtype=np.float64)
             if lp.shape != (n_hyp,):
-                raise EmptyHypothesisSpaceError("prior shape mismatch", field="log_prior",
-                                                value=lp.shape)
+                raise EmptyHypothesisSpaceError(
+                    "prior shape mismatch", field="log_prior", value=lp.shape
+                )
             self.log_post = log_normalize(lp)
             if not np.isfinite(self.log_post).any():
-                raise EmptyHypothesisSpaceError("prior gives every hypothesis zero mass",
-                                                field="log_prior", value="all -inf")
+                raise EmptyHypothesisSpaceError(
+                    "prior gives every hypothesis zero mass", field="log_prior", value="all -inf"
+                )
         self.n_observations = 0
         self.n_contradictions = 0
 

@@ -42,21 +42,29 @@ class Interactions:
 
 def find_data_file(name: str | os.PathLike[str]) -> Path:
     """Resolve a data file: the path as given, else the bare name in ``$BELIEFAGENT_DATA``,
-    ``./data/qiu2026``, ``../shared/data/qiu2026`` (from the working directory or the repository)."""
+    ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working directory or the
+    repository)."""
     p = Path(name)
     if p.is_file():
         return p
     here = Path(__file__).resolve()
-    roots = [os.environ.get("BELIEFAGENT_DATA"), "data/qiu2026", "../shared/data/qiu2026",
-             here.parents[3] / "../shared/data/qiu2026"]
+    roots = [
+        os.environ.get("BELIEFAGENT_DATA"),
+        "data/qiu2026",
+        "../shared/data/qiu2026",
+        here.parents[3] / "../shared/data/qiu2026",
+    ]
     for root in roots:
         if root and (Path(root) / p.name).is_file():
             return Path(root) / p.name
-    raise DataError("file not found (also looked in $BELIEFAGENT_DATA and ../shared/data/qiu2026)",
-                    path=str(p))
+    raise DataError(
+        "file not found (also looked in $BELIEFAGENT_DATA and ../shared/data/qiu2026)", path=str(p)
+    )
 
 
-def _parse_sets(domain: ChoiceDomain, sets: list[list[str]], numeric: object, path: str) -> IntArray:
+def _parse_sets(
+    domain: ChoiceDomain, sets: list[list[str]], numeric: object, path: str
+) -> IntArray:
     try:
         levels = np.stack([domain.parse_option_set(s) for s in sets])  # (n, O, F)
     except BeliefAgentError as exc:
@@ -68,8 +76,10 @@ def _parse_sets(domain: ChoiceDomain, sets: list[list[str]], numeric: object, pa
 
 def _check_features(domain: ChoiceDomain, features: list[str], path: str) -> None:
     if list(features) != list(domain.feature_names):
-        raise DataError(f"features {features} do not match domain {domain.name!r} "
-                        f"{list(domain.feature_names)}", path=path)
+        raise DataError(
+            f"features {features} do not match domain {domain.name!r} {list(domain.feature_names)}",
+            path=path,
+        )
 
 
 def load_heldout(path: str | os.PathLike[str], domain: ChoiceDomain) -> Heldout:
@@ -98,8 +108,14 @@ def load_interactions(path: str | os.PathLike[str], domain: ChoiceDomain) -> Int
         try:
             rec = json.loads(line)
             _check_features(domain, rec["features"], f"{p}:{n}")
-            rounds.append(_parse_sets(domain, [r["options"] for r in rec["rounds"]],
-                                      rec.get("rounds_numpy"), f"{p}:{n}"))
+            rounds.append(
+                _parse_sets(
+                    domain,
+                    [r["options"] for r in rec["rounds"]],
+                    rec.get("rounds_numpy"),
+                    f"{p}:{n}",
+                )
+            )
             choices.append([int(r["user_idx"]) for r in rec["rounds"]])
             weights.append([float(v) for v in rec["reward_fn"]])
             ids.append(int(rec.get("idx", n - 1)))

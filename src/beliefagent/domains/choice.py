@@ -53,11 +53,13 @@ class ChoiceDomain:
             lookup: dict[str, int] = {}
             for i, t in enumerate(texts):
                 if ", " in t:
-                    raise SpecError("rendered values must not contain ', '", field=f"features.{f.name}",
-                                    value=t)
+                    raise SpecError(
+                        "rendered values must not contain ', '", field=f"features.{f.name}", value=t
+                    )
                 if _norm(t) in lookup:
-                    raise SpecError("two levels render to the same text",
-                                    field=f"features.{f.name}", value=t)
+                    raise SpecError(
+                        "two levels render to the same text", field=f"features.{f.name}", value=t
+                    )
                 lookup[_norm(t)] = i
             self._text.append(texts)
             self._lookup.append(lookup)
@@ -70,8 +72,11 @@ class ChoiceDomain:
         if spec.weights.exclude_zero:
             weights = weights[np.any(weights != 0.0, axis=1)]
         if weights.shape[0] == 0:
-            raise EmptyHypothesisSpaceError("the weight grid leaves no hypothesis",
-                                            field="weights.grid", value=spec.weights.grid)
+            raise EmptyHypothesisSpaceError(
+                "the weight grid leaves no hypothesis",
+                field="weights.grid",
+                value=spec.weights.grid,
+            )
         self._weights = weights  # (n_hyp, n_features), itertools.product order
 
     # --- hypothesis space -------------------------------------------------------------------
@@ -97,19 +102,25 @@ class ChoiceDomain:
         """Check an option set of level indices; returns it as ``(n_options, n_features)`` ints."""
         arr = np.asarray(option_set)
         if arr.ndim != 2 or arr.shape[1] != self.n_features:
-            raise OptionError(f"expected shape (n_options, {self.n_features})",
-                              field="options", value=arr.shape)
+            raise OptionError(
+                f"expected shape (n_options, {self.n_features})", field="options", value=arr.shape
+            )
         if arr.shape[0] != self.n_options:
-            raise OptionError(f"{self.name} shows {self.n_options} options a round",
-                              field="options", value=arr.shape[0])
+            raise OptionError(
+                f"{self.name} shows {self.n_options} options a round",
+                field="options",
+                value=arr.shape[0],
+            )
         if not np.issubdtype(arr.dtype, np.integer):
             raise OptionError("option levels must be integers", field="options", value=arr.dtype)
         for j, n in enumerate(self.n_levels):
             bad = (arr[:, j] < 0) | (arr[:, j] >= n)
             if bad.any():
-                raise OptionError(f"level off the grid (0..{n - 1})",
-                                  field=f"options.{self.feature_names[j]}",
-                                  value=int(arr[bad, j][0]))
+                raise OptionError(
+                    f"level off the grid (0..{n - 1})",
+                    field=f"options.{self.feature_names[j]}",
+                    value=int(arr[bad, j][0]),
+                )
         return arr.astype(np.int64)
 
     # --- rendering and parsing --------------------------------------------------------------
@@ -130,8 +141,11 @@ class ChoiceDomain:
         """Parse one option's text back into level indices (the label prefix is optional)."""
         m = self._pattern.match(text)
         if m is None:
-            raise OptionError(f"does not read as a {self.name} option "
-                              f"('{self.features[0].label}: ..., ...')", field="option", value=text)
+            raise OptionError(
+                f"does not read as a {self.name} option ('{self.features[0].label}: ..., ...')",
+                field="option",
+                value=text,
+            )
         levels = []
         for j, f in enumerate(self.features):
             value = m.group(j + 2)
@@ -146,7 +160,8 @@ class ChoiceDomain:
         if isinstance(texts, str):
             raise OptionError("expected a list of option texts", field="options", value=texts)
         arr = np.array([self.parse_option(t) for t in texts], dtype=np.int64).reshape(
-            len(texts), self.n_features)
+            len(texts), self.n_features
+        )
         return self.validate_option_set(arr)
 
     def option_from_values(self, values: Mapping[str, Any]) -> tuple[int, ...]:
@@ -154,8 +169,11 @@ class ChoiceDomain:
         (``370``). Unknown or missing features and off-grid values raise :class:`OptionError`."""
         unknown = sorted(set(values) - set(self.feature_names))
         if unknown:
-            raise OptionError(f"unknown feature (known: {list(self.feature_names)})",
-                              field="option", value=unknown[0])
+            raise OptionError(
+                f"unknown feature (known: {list(self.feature_names)})",
+                field="option",
+                value=unknown[0],
+            )
         levels = []
         for j, f in enumerate(self.features):
             if f.name not in values:
@@ -165,7 +183,8 @@ class ChoiceDomain:
             if idx is None:
                 for i, raw in enumerate(self._raw[j]):
                     if (isinstance(raw, str) and raw == v) or (
-                        not isinstance(raw, str) and not isinstance(v, str)
+                        not isinstance(raw, str)
+                        and not isinstance(v, str)
                         and abs(float(raw) - float(v)) < 1e-9
                     ):
                         idx = i
@@ -187,24 +206,34 @@ class ChoiceDomain:
                 dup |= np.all(sets[:, a] == sets[:, b], axis=-1)
             if not dup.any():
                 return sets.astype(np.int64)
-            sets[dup] = rng.integers(0, highs, size=(int(dup.sum()), self.n_options, self.n_features))
+            sets[dup] = rng.integers(
+                0, highs, size=(int(dup.sum()), self.n_options, self.n_features)
+            )
 
     # --- derived domains --------------------------------------------------------------------
     def subset(self, names: Sequence[str], *, name: str | None = None) -> ChoiceDomain:
         """The same domain restricted to ``names`` (kept in the spec's order)."""
         unknown = [n for n in names if n not in self.feature_names]
         if unknown:
-            raise SpecError(f"unknown feature (known: {list(self.feature_names)})",
-                            field="features", value=unknown[0])
+            raise SpecError(
+                f"unknown feature (known: {list(self.feature_names)})",
+                field="features",
+                value=unknown[0],
+            )
         if len(set(names)) < 1:
             raise SpecError("need at least one feature", field="features", value=list(names))
         keep = [f for f in self.features if f.name in set(names)]
-        spec = self.spec.model_copy(update={
-            "features": keep, "sweep_order": None,
-            "name": name or f"{self.name}-{len(keep)}",
-        })
+        spec = self.spec.model_copy(
+            update={
+                "features": keep,
+                "sweep_order": None,
+                "name": name or f"{self.name}-{len(keep)}",
+            }
+        )
         return ChoiceDomain(spec)
 
     def __repr__(self) -> str:
-        return (f"ChoiceDomain({self.name!r}, features={list(self.feature_names)}, "
-                f"n_hypotheses={len(self._weights)})")
+        return (
+            f"ChoiceDomain({self.name!r}, features={list(self.feature_names)}, "
+            f"n_hypotheses={len(self._weights)})"
+        )

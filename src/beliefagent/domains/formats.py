@@ -15,7 +15,7 @@ __all__ = ["FORMATS", "render_value"]
 
 def _clock(minutes: Any) -> str:
     """Minutes after midnight -> ``"02:00 PM"`` (12-hour clock, zero-padded hour)."""
-    m = int(round(float(minutes))) % (24 * 60)
+    m = round(float(minutes)) % (24 * 60)
     hour, minute = divmod(m, 60)
     suffix = "AM" if hour < 12 else "PM"
     hour12 = hour % 12 or 12
@@ -24,7 +24,7 @@ def _clock(minutes: Any) -> str:
 
 def _duration(minutes: Any) -> str:
     """Minutes -> ``"30 min"``, ``"2 hr 27 min"``, ``"20 hr"`` (the official data's style)."""
-    m = int(round(float(minutes)))
+    m = round(float(minutes))
     hours, rest = divmod(m, 60)
     if hours == 0:
         return f"{rest} min"
@@ -34,12 +34,12 @@ def _duration(minutes: Any) -> str:
 
 
 def _integer(value: Any) -> str:
-    return str(int(round(float(value))))
+    return str(round(float(value)))
 
 
 def _money(value: Any) -> str:
     v = float(value)
-    return f"${int(round(v))}" if v == round(v) else f"${v:.2f}"
+    return f"${round(v)}" if v == round(v) else f"${v:.2f}"
 
 
 def _number(value: Any) -> str:

@@ -59,21 +59,24 @@ class QuestionnaireDomain:
         b = np.asarray(grm.thresholds)  # (K-1,)
         z = grm.discrimination * (theta[..., None] - b)  # (n_items, n_hyp, K-1)
         geq = 1.0 / (1.0 + np.exp(-z))  # P(answer >= k), k = 2..K
-        ones = np.ones(geq.shape[:-1] + (1,))
-        zeros = np.zeros(geq.shape[:-1] + (1,))
+        ones = np.ones((*geq.shape[:-1], 1))
+        zeros = np.zeros((*geq.shape[:-1], 1))
         cum = np.concatenate([ones, geq, zeros], axis=-1)  # (n_items, n_hyp, K+1)
         return np.clip(cum[..., :-1] - cum[..., 1:], 1e-300, 1.0)  # (n_items, n_hyp, K)
 
     def check_item(self, item: int) -> int:
         if not 0 <= int(item) < len(self.items):
-            raise OptionError(f"item index must be in 0..{len(self.items) - 1}", field="item",
-                              value=item)
+            raise OptionError(
+                f"item index must be in 0..{len(self.items) - 1}", field="item", value=item
+            )
         return int(item)
 
     def check_answer(self, answer: int) -> int:
         """Answers are 1..K on the Likert scale."""
         if not 1 <= int(answer) <= self.n_answers:
-            raise ChoiceError(f"answer must be in 1..{self.n_answers}", field="answer", value=answer)
+            raise ChoiceError(
+                f"answer must be in 1..{self.n_answers}", field="answer", value=answer
+            )
         return int(answer)
 
     def answer_probs(self, item: int) -> FloatArray:
@@ -84,5 +87,7 @@ class QuestionnaireDomain:
         return self.spec.prompts.question.format(text=self.items[self.check_item(item)].text)
 
     def __repr__(self) -> str:
-        return (f"QuestionnaireDomain({self.name!r}, traits={list(self.traits)}, "
-                f"items={len(self.items)}, n_hypotheses={len(self._profiles)})")
+        return (
+            f"QuestionnaireDomain({self.name!r}, traits={list(self.traits)}, "
+            f"items={len(self.items)}, n_hypotheses={len(self._profiles)})"
+        )

@@ -55,8 +55,12 @@ def _load_cached(key: str) -> Domain:
                 path = d / f"{key}.toml"
                 break
         else:
-            raise SpecError(f"unknown domain (built-in: {', '.join(builtin_domains())}; "
-                            "or give a path to a .toml/.json spec)", field="domain", value=key)
+            raise SpecError(
+                f"unknown domain (built-in: {', '.join(builtin_domains())}; "
+                "or give a path to a .toml/.json spec)",
+                field="domain",
+                value=key,
+            )
     spec = load_spec(path)
     return ChoiceDomain(spec) if isinstance(spec, ChoiceSpec) else QuestionnaireDomain(spec)
 

@@ -205,7 +205,9 @@ def parse_spec(data: dict[str, Any], *, source: str = "<spec>") -> ChoiceSpec | 
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"][1:] if p not in ("choice", "questionnaire"))
-        raise SpecError(err["msg"], field=f"{source}:{loc or 'spec'}", value=err.get("input")) from exc
+        raise SpecError(
+            err["msg"], field=f"{source}:{loc or 'spec'}", value=err.get("input")
+        ) from exc
 
 
 def load_spec(path: str | Path) -> ChoiceSpec | QuestionnaireSpec:
@@ -214,10 +216,13 @@ def load_spec(path: str | Path) -> ChoiceSpec | QuestionnaireSpec:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise SpecError(f"cannot read spec file: {exc.strerror}", field="path", value=str(p)) from exc
+        raise SpecError(
+            f"cannot read spec file: {exc.strerror}", field="path", value=str(p)
+        ) from exc
     try:
         data = json.loads(raw) if p.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SpecError(f"not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}", field="path",
-                        value=str(p)) from exc
+        raise SpecError(
+            f"not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}", field="path", value=str(p)
+        ) from exc
     return parse_spec(data, source=p.name)

@@ -57,12 +57,14 @@ def _favourites(x: FloatArray, weights: FloatArray, rng: np.random.Generator) ->
     return np.argmax(np.where(tied, rng.random(r.shape), -1.0), axis=-1).astype(np.int64)
 
 
-def generate_interactions(domain: ChoiceDomain, n_users: int | None,
-                          rng: np.random.Generator) -> Interactions:
+def generate_interactions(
+    domain: ChoiceDomain, n_users: int | None, rng: np.random.Generator
+) -> Interactions:
     idx = sample_users(domain, n_users, rng)
     weights = domain.hypothesis_weights()[idx]  # (U, F)
     sets = domain.random_option_sets(rng, len(idx) * domain.rounds).reshape(
-        len(idx), domain.rounds, domain.n_options, domain.n_features)  # (U, R, O, F)
+        len(idx), domain.rounds, domain.n_options, domain.n_features
+    )  # (U, R, O, F)
     x = domain.codes(sets)
     r = np.einsum("uf,urof->uro", weights, x)
     tied = r >= r.max(axis=-1, keepdims=True) - TIE_TOL
@@ -70,15 +72,17 @@ def generate_interactions(domain: ChoiceDomain, n_users: int | None,
     return Interactions(user_weights=weights, rounds=sets, choices=choices, ids=idx.tolist())
 
 
-def generate_heldout(domain: ChoiceDomain, weights: FloatArray, n_sets: int,
-                     rng: np.random.Generator) -> Heldout:
+def generate_heldout(
+    domain: ChoiceDomain, weights: FloatArray, n_sets: int, rng: np.random.Generator
+) -> Heldout:
     sets = domain.random_option_sets(rng, n_sets)  # (S, O, F)
     truth = _favourites(domain.codes(sets), weights, rng)  # (U, S)
     return Heldout(option_sets=sets, user_weights=weights, truth=truth)
 
 
-def dialogue_accuracy(domain: ChoiceDomain, data: Interactions,
-                      likelihood: ChoiceModel) -> dict[str, object]:
+def dialogue_accuracy(
+    domain: ChoiceDomain, data: Interactions, likelihood: ChoiceModel
+) -> dict[str, object]:
     """In-dialogue accuracy: predict each round's choice from the rounds before it.
     Also counts dialogues whose posterior emptied (a choice contradicted every hypothesis)."""
     n_users, n_rounds = data.choices.shape
@@ -123,8 +127,11 @@ def run_teacher_eval(
     """Accuracy of the Bayesian teacher on held-out sets after each round (the paper's protocol)."""
     lik = likelihood or NoiseFree()
     if (heldout is None) != (interactions is None):
-        raise ConfigError("give both --heldout and --interactions, or neither",
-                          field="heldout" if heldout is None else "interactions", value=None)
+        raise ConfigError(
+            "give both --heldout and --interactions, or neither",
+            field="heldout" if heldout is None else "interactions",
+            value=None,
+        )
     if heldout is not None and interactions is not None:
         held = load_heldout(heldout, domain)
         inter = load_interactions(interactions, domain)
@@ -133,8 +140,11 @@ def run_teacher_eval(
         try:
             pick = np.array([row[tuple(w)] for w in inter.user_weights.tolist()])
         except KeyError as exc:
-            raise ConfigError("a dialogue's reward_fn has no row in the held-out file",
-                              field="interactions", value=str(interactions)) from exc
+            raise ConfigError(
+                "a dialogue's reward_fn has no row in the held-out file",
+                field="interactions",
+                value=str(interactions),
+            ) from exc
         truth, source = held.truth[pick], "official"
     else:
         if users is not None and users < 1:
@@ -145,12 +155,22 @@ def run_teacher_eval(
         inter = generate_interactions(domain, users, rng)
         held = generate_heldout(domain, inter.user_weights, heldout_sets, rng)
         truth, source = held.truth, "generated"
-    acc = heldout_accuracy_by_round(domain, inter.user_weights, inter.rounds, inter.choices,
-                                    held.option_sets, truth, lik, tie_tol=tie_tol)
+    acc = heldout_accuracy_by_round(
+        domain,
+        inter.user_weights,
+        inter.rounds,
+        inter.choices,
+        held.option_sets,
+        truth,
+        lik,
+        tie_tol=tie_tol,
+    )
     return TeacherEvalResult(
         accuracy_by_round=[round(float(a) * 100, 2) for a in acc],
-        domain=domain.name, source=source, n_users=len(inter.choices),
-        n_heldout=len(held.option_sets), likelihood=lik.name,
+        domain=domain.name,
+        source=source,
+        n_users=len(inter.choices),
+        n_heldout=len(held.option_sets),
+        likelihood=lik.name,
         seed=None if source == "official" else seed,
     )
-

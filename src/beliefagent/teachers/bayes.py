@@ -64,8 +64,9 @@ class BeliefSummary:
     n_contradictions: int = 0
 
 
-def marginals(post: FloatArray, weights: FloatArray, names: tuple[str, ...]) -> tuple[
-        dict[str, list[float]], list[float]]:
+def marginals(
+    post: FloatArray, weights: FloatArray, names: tuple[str, ...]
+) -> tuple[dict[str, list[float]], list[float]]:
     """Per-column marginals of the posterior ``post (n_hyp,)`` over ``weights (n_hyp, n_cols)``.
     Returns ``({name: [P(value) for value in support]}, support)``."""
     support, inverse = np.unique(weights, return_inverse=True)
@@ -158,8 +159,9 @@ class BayesianTeacher:
         remaining hypothesis (the update is skipped; see :class:`~beliefagent.belief.Belief`)."""
         lv = self.domain.validate_option_set(option_set)
         if not 0 <= int(choice) < self.domain.n_options:
-            raise ChoiceError(f"must be in 0..{self.domain.n_options - 1}", field="choice",
-                              value=choice)
+            raise ChoiceError(
+                f"must be in 0..{self.domain.n_options - 1}", field="choice", value=choice
+            )
         self.history.append((lv, int(choice)))
         return self.belief.update(self.choice_probs(lv), int(choice))
 
@@ -212,20 +214,24 @@ def heldout_accuracy_by_round(
 ) -> FloatArray:
     """The paper's protocol for the Bayesian teacher, vectorised over users and hypotheses.
 
-    ``user_weights (U, F)`` (unused but for shape checks), ``rounds (U, R, O, F)`` level indices,
-    ``choices (U, R)``, ``heldout (S, O, F)`` level indices, ``truth (U, S)`` the user's preferred
-    held-out option. After each of rounds 0..R the teacher predicts every held-out set (argmax of
-    posterior expected reward, first option on ties); returns accuracy per checkpoint averaged
-    over users, ``(R + 1,)`` in [0, 1]. Expected rewards within ``tie_tol`` count as tied (``0``
-reproduces a plain ``argmax`` that lets float round-off break the round-0 tie). Updates that would empty the posterior are skipped, as in
-    :class:`~beliefagent.belief.Belief`. Users are processed in chunks to bound memory.
+    ``user_weights (U, F)``, ``rounds (U, R, O, F)`` level indices, ``choices (U, R)``,
+    ``heldout (S, O, F)`` level indices, ``truth (U, S)`` the user's preferred held-out option.
+    After each of rounds 0..R the teacher predicts every held-out set (argmax of posterior
+    expected reward, first option on ties); returns accuracy per checkpoint averaged over users,
+    ``(R + 1,)`` in [0, 1]. Expected rewards within ``tie_tol`` count as tied (``0`` reproduces a
+    plain ``argmax`` that lets float round-off break the round-0 tie). Updates that would empty
+    the posterior are skipped, as in :class:`~beliefagent.belief.Belief`. Users are processed in
+    chunks to bound memory.
     """
     lik = likelihood or NoiseFree()
     weights = domain.hypothesis_weights()  # (H, F)
     n_users, n_rounds = choices.shape
     if rounds.shape[:2] != (n_users, n_rounds) or truth.shape != (n_users, heldout.shape[0]):
-        raise ConfigError("shape mismatch between rounds, choices and truth", field="rounds",
-                          value=(rounds.shape, choices.shape, truth.shape))
+        raise ConfigError(
+            "shape mismatch between rounds, choices and truth",
+            field="rounds",
+            value=(rounds.shape, choices.shape, truth.shape),
+        )
     x_held = domain.codes(heldout)  # (S, O, F)
     h = weights.shape[0]
     chunk = max(1, max_elements // max(1, h * rounds.shape[2]))
@@ -243,11 +249,13 @@ reproduces a plain ``argmax`` that lets float round-off break the round-0 tie). 
             p_choice = np.take_along_axis(probs, choices[sl, r][:, None, None], axis=2)[..., 0]
             with np.errstate(divide="ignore"):
                 new = log_normalize(log_post + np.log(p_choice))  # (u, H)
-            ok = np.isfinite(new).any(axis=1)  # a contradiction keeps the old posterior
+            ok = np.asarray(np.isfinite(new).any(axis=1))  # a contradiction keeps the old posterior
             log_post = np.where(ok[:, None], new, log_post)
             means[:, r + 1] = np.exp(log_post) @ weights
         scores = (means @ x_held.reshape(-1, x_held.shape[-1]).T).reshape(
-            u, n_rounds + 1, *x_held.shape[:2])  # (u, R+1, S, O)
+            u, n_rounds + 1, *x_held.shape[:2]
+        )  # (u, R+1, S, O)
         pred = argmax_first(scores, axis=-1, tol=tie_tol)  # (u, R+1, S)
-        correct += (pred == truth[sl, None, :]).mean(axis=2).sum(axis=0)
+        hit = np.asarray(pred == truth[sl, None, :], dtype=np.float64)  # (u, R+1, S)
+        correct += hit.mean(axis=2).sum(axis=0)
     return correct / n_users

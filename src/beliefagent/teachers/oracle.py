@@ -17,8 +17,9 @@ class OracleTeacher:
     def __init__(self, domain: ChoiceDomain, true_weights: npt.ArrayLike) -> None:
         w = np.asarray(true_weights, dtype=np.float64)
         if w.shape != (domain.n_features,):
-            raise ConfigError(f"expected {domain.n_features} weights", field="true_weights",
-                              value=w.tolist())
+            raise ConfigError(
+                f"expected {domain.n_features} weights", field="true_weights", value=w.tolist()
+            )
         self.domain = domain
         self.true_weights = w
 

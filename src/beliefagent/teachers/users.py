@@ -60,8 +60,9 @@ class SimulatedRespondent:
         return int(self.rng.choice(len(p), p=p)) + 1
 
 
-def sample_users(domain: ChoiceDomain | QuestionnaireDomain, n: int | None,
-                 rng: np.random.Generator) -> npt.NDArray[np.int64]:
+def sample_users(
+    domain: ChoiceDomain | QuestionnaireDomain, n: int | None, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
     """Indices of ``n`` distinct hypotheses to play users (all of them, in order, when ``n`` is
     None or at least the space's size)."""
     total = len(domain.hypothesis_weights())
