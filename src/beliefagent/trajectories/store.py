@@ -1,0 +1,334 @@
+"""A crash-safe, append-only JSONL store for trajectory records.
+
+Writing
+-------
+:class:`TrajectoryWriter` turns each record into exactly one line (secrets scrubbed with
+:func:`~beliefagent.trajectories.redact.redact`) and appends it with a single ``os.write`` on an
+``O_APPEND`` descriptor while holding an exclusive ``fcntl.flock`` on the file, then ``fsync``\\s.
+Several processes, and several threads of one process, may append to the same file: whole lines
+never interleave. ``flock`` only excludes other open file descriptions, so each writer also holds
+a thread lock around its own writes.
+
+A process killed mid-write can leave a *torn* last line (no trailing newline). Before every
+append, still under the lock, the writer looks at the file's last byte and, if it is not a
+newline, prefixes its line with one. The torn fragment thus becomes a line of its own that readers
+skip and report, and the new record stays parseable. (Checking before every write, not only at
+open, matters when another writer dies while this one is running.)
+
+Reading
+-------
+:func:`read_trajectories` returns a :class:`LogRead`: the records, the line numbers of torn lines
+(a truncated final line, or a truncated fragment an appender has since terminated), and the other
+unreadable lines with a reason. ``strict=True`` raises :class:`~beliefagent.errors.DataError`
+naming the path and line on the first invalid line instead (torn lines are an expected leftover of
+a crash and are never fatal). :func:`iter_records` streams the same records, logging what it
+skips. Reading a log another process is appending to is safe; a line still being written shows up
+as torn.
+
+Line numbers are 1-based. Blank lines are skipped silently. Lines are UTF-8; a lone surrogate
+in a string (undecodable bytes kept by ``surrogateescape``) is written as U+FFFD.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from pydantic import ValidationError
+
+from beliefagent.errors import DataError, InputError
+from beliefagent.trajectories.records import (
+    SessionEnd,
+    SessionStart,
+    Turn,
+    _first_input_error,
+    parse_record,
+)
+from beliefagent.trajectories.redact import redact
+
+__all__ = [
+    "LogRead",
+    "TrajectoryWriter",
+    "completed_session_ids",
+    "group_sessions",
+    "iter_records",
+    "read_trajectories",
+]
+
+logger = logging.getLogger(__name__)
+
+_RECORD_TYPES = (SessionStart, Turn, SessionEnd)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _serialise(record: SessionStart | Turn | SessionEnd) -> bytes:
+    """One record as one redacted JSON line, newline included. Raises InputError if the record
+    does not validate."""
+    data = redact(record.model_dump(mode="json"))
+    try:
+        # What is written must read back: catch records mutated into an invalid state without
+        # validation (e.g. through model_copy(update=...)).
+        type(record).model_validate(data)
+    except ValidationError as exc:
+        raise _first_input_error(exc) from exc
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # json.dumps escapes every control character, so ``text`` holds no raw newline.
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate (bytes smuggled in by surrogateescape decoding) is not valid UTF-8
+        # nor valid JSON text for most readers: store U+FFFD instead.
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8") + b"\n"
+
+
+class TrajectoryWriter:
+    """Append records to a JSONL trajectory log, one line each, safely across processes.
+
+    >>> with TrajectoryWriter("runs/log.jsonl") as log:  # doctest: +SKIP
+    ...     log.write(SessionStart(session_id="s1", domain="flights", policy="advise"))
+
+    Parent directories are created. With ``fsync=False`` records reach the OS page cache but are
+    not forced to disk (they survive a killed process, not a power loss); meant for benchmarks.
+    OS failures (disk full, permissions) raise :class:`~beliefagent.errors.DataError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            # Opened read-write so the torn-tail check can pread the last byte. O_APPEND makes
+            # every write land at the end of the file, whoever else appended meanwhile.
+            self._fd: int | None = os.open(
+                self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+            if created and fsync:
+                # Make the new directory entry durable too, not only the file's contents.
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except OSError as exc:
+            raise DataError(
+                f"cannot open trajectory log for writing: {exc}", path=str(path)
+            ) from exc
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._fd is None
+
+    def write(self, record: SessionStart | Turn | SessionEnd) -> None:
+        """Append ``record`` as one line; returns once it is written (and fsynced)."""
+        if not isinstance(record, _RECORD_TYPES):
+            raise InputError(
+                "expected a SessionStart, Turn or SessionEnd", field="record", value=record
+            )
+        line = _serialise(record)
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                raise InputError("the writer is closed", field="writer", value=str(self.path))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    _write_all(fd, _heal_prefix(fd) + line)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError as exc:
+                raise DataError(
+                    f"cannot append to trajectory log: {exc}", path=str(self.path)
+                ) from exc
+
+    def close(self) -> None:
+        """Close the file; further writes raise. Closing twice is harmless."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"TrajectoryWriter({str(self.path)!r}, fsync={self.fsync}, {state})"
+
+
+def _heal_prefix(fd: int) -> bytes:
+    """``b"\\n"`` if the file ends in a torn line (last byte not a newline), else ``b""``.
+    Must be called with the flock held."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return b""
+    return b"" if os.pread(fd, 1, size - 1) == b"\n" else b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` fully. One ``os.write`` in practice; a short write is continued."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+@dataclass
+class LogRead:
+    """What :func:`read_trajectories` found in a log."""
+
+    path: Path
+    records: list[SessionStart | Turn | SessionEnd] = field(default_factory=list)
+    torn: list[int] = field(default_factory=list)
+    """Line numbers of torn lines (truncated by a crash), skipped."""
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    """``(line number, reason)`` of other lines that could not be read, skipped."""
+    ignored_fields: set[str] = field(default_factory=set)
+    """Fields, as ``"Model.field"``, present in the log but unknown to this version (dropped)."""
+
+    @property
+    def clean(self) -> bool:
+        """True when every non-blank line was read."""
+        return not self.torn and not self.invalid
+
+
+_Problem = tuple[Literal["torn", "invalid"], int, str]
+
+
+def _is_truncated(raw: bytes) -> bool:
+    """Whether ``raw`` looks like the start of a JSON line cut short (what a crash leaves)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.reason == "unexpected end of data"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(text.rstrip())
+    except (ValueError, RecursionError):  # e.g. a 5000-digit number in garbage, deep nesting
+        return False
+    return False
+
+
+def _scan(
+    path: Path, ignored: set[str]
+) -> Iterator[tuple[int, SessionStart | Turn | SessionEnd | None, _Problem | None]]:
+    """Yield ``(line_no, record, None)`` or ``(line_no, None, problem)`` for each non-blank line."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"cannot read trajectory log: {exc}", path=str(path)) from exc
+    with handle:
+        for line_no, raw in enumerate(handle, start=1):
+            terminated = raw.endswith(b"\n")
+            body = raw.rstrip(b"\r\n")
+            if not body.strip():
+                continue
+            try:
+                record = parse_record(body, ignored=ignored)
+            except DataError as exc:
+                if not terminated or _is_truncated(body):
+                    yield line_no, None, ("torn", line_no, "torn line (truncated by a crash?)")
+                else:
+                    yield line_no, None, ("invalid", line_no, str(exc))
+                continue
+            yield line_no, record, None
+
+
+def read_trajectories(path: str | os.PathLike[str], *, strict: bool = False) -> LogRead:
+    """Read every record of a log, skipping and reporting torn and invalid lines.
+
+    With ``strict=True`` the first invalid line raises :class:`~beliefagent.errors.DataError`
+    with the path and line number; torn lines are still only reported. A missing or unreadable
+    file raises DataError.
+    """
+    result = LogRead(path=Path(path))
+    for line_no, record, problem in _scan(result.path, result.ignored_fields):
+        if record is not None:
+            result.records.append(record)
+            continue
+        assert problem is not None
+        kind, _, reason = problem
+        if kind == "torn":
+            result.torn.append(line_no)
+        elif strict:
+            raise DataError(reason, path=str(result.path), line=line_no)
+        else:
+            result.invalid.append((line_no, reason))
+    if result.torn or result.invalid:
+        logger.warning(
+            "%s: skipped %d torn and %d invalid line(s)",
+            result.path,
+            len(result.torn),
+            len(result.invalid),
+        )
+    if result.ignored_fields:
+        logger.info(
+            "%s: ignored fields unknown to this version: %s",
+            result.path,
+            ", ".join(sorted(result.ignored_fields)),
+        )
+    return result
+
+
+def iter_records(
+    path: str | os.PathLike[str], *, strict: bool = False
+) -> Iterator[SessionStart | Turn | SessionEnd]:
+    """Stream the records of a log without holding them all in memory.
+
+    Torn and invalid lines are skipped with a warning logged for each (or, for invalid lines with
+    ``strict=True``, raise :class:`~beliefagent.errors.DataError`). Use
+    :func:`read_trajectories` to get the skipped lines back as data.
+    """
+    log_path = Path(path)
+    for line_no, record, problem in _scan(log_path, set()):
+        if record is not None:
+            yield record
+            continue
+        assert problem is not None
+        kind, _, reason = problem
+        if kind == "invalid" and strict:
+            raise DataError(reason, path=str(log_path), line=line_no)
+        logger.warning("%s:%d: skipped %s line: %s", log_path, line_no, kind, reason)
+
+
+def group_sessions(records: Iterable[SessionStart | Turn | SessionEnd]) -> dict[str, list[Turn]]:
+    """The turns of each session, ordered by round (stable: repeated rounds keep log order).
+
+    Sessions appear in the order first seen; a session with a start but no turns maps to ``[]``.
+    """
+    sessions: dict[str, list[Turn]] = {}
+    for record in records:
+        turns = sessions.setdefault(record.session_id, [])
+        if isinstance(record, Turn):
+            turns.append(record)
+    for turns in sessions.values():
+        turns.sort(key=lambda turn: turn.round)
+    return sessions
+
+
+def completed_session_ids(records: Iterable[SessionStart | Turn | SessionEnd]) -> set[str]:
+    """Ids of the sessions that have a :class:`SessionEnd` (whatever its reason): the ones a
+    resumed run skips."""
+    return {record.session_id for record in records if isinstance(record, SessionEnd)}
