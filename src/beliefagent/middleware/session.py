@@ -1,0 +1,428 @@
+"""A recommendation dialogue through any backend, with the exact belief kept beside it.
+
+    session = Session(load_domain("flight"), backend, policy="guard", log="runs/log.jsonl")
+    turn = session.recommend(option_set)     # the LLM's choice, the teacher's, the one shown
+    session.observe(user_choice)             # updates the belief; writes the turn to the log
+    session.close()
+
+Each round the session renders the options in the paper's multi-turn format, asks the backend
+(scoring the option labels when it can), parses the reply (a bounded re-ask when it cannot), asks
+the Bayesian teacher, lets the policy pick what to show, and — once the user's real choice is
+known — updates the belief and appends one crash-safe record to the trajectory log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beliefagent.adapters.base import Backend, GenerationSettings, Message, Reply
+from beliefagent.belief import ChoiceModel
+from beliefagent.domains import ChoiceDomain
+from beliefagent.errors import BackendError, ChoiceError, ConfigError, OptionError
+from beliefagent.middleware.parsing import parse_answer
+from beliefagent.middleware.policies import Decision, check_policy, decide
+from beliefagent.prompts import DialoguePrompts
+from beliefagent.teachers import BayesianTeacher, BeliefSummary
+from beliefagent.trajectories import (
+    BeliefSnapshot,
+    OptionRecord,
+    SessionEnd,
+    SessionStart,
+    TrajectoryWriter,
+    Turn,
+)
+from beliefagent.trajectories import Decision as DecisionRecord
+from beliefagent.trajectories import Message as MessageRecord
+
+__all__ = ["REASK", "Session", "TurnResult"]
+
+logger = logging.getLogger(__name__)
+
+REASK = 'Please answer with exactly one option, in the form: "The best option is {item} N."'
+
+OptionsInput = npt.ArrayLike | Sequence[str] | Sequence[Mapping[str, Any]]
+
+
+@dataclass
+class TurnResult:
+    """Everything known about one round once the assistant has answered."""
+
+    round: int
+    options: list[str]
+    shown_choice: int | None
+    decision: Decision
+    llm_choice: int | None = None
+    llm_distribution: list[float] | None = None
+    bayes_choice: int | None = None
+    bayes_distribution: list[float] | None = None
+    information_gain: float | None = None
+    belief: BeliefSummary | None = None
+    raw_replies: list[str] = field(default_factory=list)
+    invalid: bool = False
+    errors: list[str] = field(default_factory=list)
+    latency_s: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def belief_available(self) -> bool:
+        return self.belief is not None
+
+
+def _distribution(scores: Mapping[str, float] | None, labels: Sequence[str]) -> list[float] | None:
+    if not scores:
+        return None
+    logp = np.array([scores.get(lb, -math.inf) for lb in labels], dtype=np.float64)
+    if not np.isfinite(logp).any():
+        return None
+    p = np.exp(logp - logp.max())
+    return (p / p.sum()).tolist()
+
+
+def _features(values: Mapping[str, str] | None) -> dict[str, float | int | str] | None:
+    return None if values is None else dict(values)
+
+
+class Session:
+    """One user's dialogue. ``domain=None`` runs free-form options with the belief marked
+    unavailable (then ``prompts`` and ``n_options`` must be given)."""
+
+    def __init__(
+        self,
+        domain: ChoiceDomain | None,
+        backend: Backend | None = None,
+        *,
+        policy: str = "llm",
+        likelihood: ChoiceModel | None = None,
+        log: TrajectoryWriter | str | Path | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        settings: GenerationSettings | None = None,
+        max_reasks: int = 1,
+        guard_threshold: float = 0.8,
+        tie_break: str = "first",
+        seed: int | None = 0,
+        prompts: DialoguePrompts | None = None,
+        n_options: int | None = None,
+        score_labels: bool = True,
+        ask_llm: bool | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.policy = check_policy(policy, guard_threshold)
+        if max_reasks < 0:
+            raise ConfigError("must be >= 0", field="max_reasks", value=max_reasks)
+        self.domain = domain
+        self.backend = backend
+        self.guard_threshold = guard_threshold
+        self.max_reasks = max_reasks
+        self.ask_llm = (policy != "bayes") if ask_llm is None else ask_llm
+        if self.ask_llm and backend is None:
+            raise ConfigError(f"policy {policy!r} needs a backend", field="backend", value=None)
+        if domain is None:
+            if prompts is None or n_options is None:
+                raise ConfigError(
+                    "without a domain, give prompts and n_options", field="domain", value=None
+                )
+            self.prompts, self.n_options = prompts, n_options
+            self.teacher: BayesianTeacher | None = None
+        else:
+            self.prompts = prompts or DialoguePrompts.for_domain(domain)
+            self.n_options = domain.n_options
+            self.teacher = BayesianTeacher(domain, likelihood, tie_break=tie_break, seed=seed)
+        self.labels = [str(i + 1) for i in range(self.n_options)]
+        base = settings or GenerationSettings(max_tokens=24)
+        self.settings = base
+        self.score_labels = score_labels
+        self.session_id = session_id or uuid.uuid4().hex
+        self.user_id = user_id
+        self.messages: list[Message] = []
+        self.round = 0
+        self._pending: tuple[TurnResult, npt.NDArray[np.int64] | None, str] | None = None
+        self._last: tuple[int | None, int] = (None, 0)  # (shown, user choice) of the last round
+        self._prompt: list[Message] = []
+        self._owns_log = not isinstance(log, TrajectoryWriter) and log is not None
+        self.log: TrajectoryWriter | None = (
+            TrajectoryWriter(log) if isinstance(log, str | Path) else log
+        )
+        self.closed = False
+        if self.log is not None:
+            self.log.write(
+                SessionStart(
+                    session_id=self.session_id,
+                    user_id=user_id,
+                    domain=self.domain_name,
+                    policy=self.policy,
+                    backend=getattr(backend, "name", None),
+                    model=getattr(backend, "model", None),
+                    adapter=getattr(backend, "adapter", None),
+                    settings={
+                        "max_reasks": max_reasks,
+                        "guard_threshold": guard_threshold,
+                        "likelihood": self.teacher.likelihood.name if self.teacher else None,
+                        "tie_break": tie_break,
+                        "max_tokens": base.max_tokens,
+                    },
+                    meta=dict(meta or {}),
+                )
+            )
+
+    @property
+    def domain_name(self) -> str:
+        return self.domain.name if self.domain is not None else "free-form"
+
+    # --- options ------------------------------------------------------------------------------
+    def _read_options(
+        self, options: OptionsInput
+    ) -> tuple[list[str], npt.NDArray[np.int64] | None]:
+        items: list[Any] | None = None if isinstance(options, np.ndarray) else list(options)  # type: ignore[arg-type]
+        if self.domain is None:
+            if (
+                items is None
+                or len(items) != self.n_options
+                or not all(isinstance(t, str) for t in items)
+            ):
+                raise OptionError(
+                    f"expected {self.n_options} option texts", field="options", value=options
+                )
+            return [f"{self.prompts.item} {i + 1}: {t}" for i, t in enumerate(items)], None
+        if items and all(isinstance(o, str) for o in items):
+            levels = self.domain.parse_option_set([str(o) for o in items])
+        elif items and all(isinstance(o, Mapping) for o in items):
+            rows = [self.domain.option_from_values(o) for o in items]
+            levels = self.domain.validate_option_set(np.array(rows, dtype=np.int64))
+        else:
+            levels = self.domain.validate_option_set(np.asarray(options))
+        return self.domain.render_options(levels), levels
+
+    # --- the LLM ------------------------------------------------------------------------------
+    def _hint(self, result: TurnResult) -> str | None:
+        if self.policy != "hint" or result.bayes_distribution is None:
+            return None
+        probs = ", ".join(
+            f"{self.prompts.item} {i + 1}: {100 * p:.0f}%"
+            for i, p in enumerate(result.bayes_distribution)
+        )
+        assert result.bayes_choice is not None
+        return (
+            f"(Evidence from a Bayesian model of my preferences, updated on my choices so far: "
+            f"the chance that each option is my favourite is {probs}. It recommends "
+            f"{self.prompts.item} {result.bayes_choice + 1}.)"
+        )
+
+    def _ask(self, prompt: list[Message], result: TurnResult) -> None:
+        assert self.backend is not None
+        settings = self.settings
+        if self.score_labels:
+            settings = GenerationSettings(
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+                seed=settings.seed,
+                stop=settings.stop,
+                timeout_s=settings.timeout_s,
+                candidates=tuple(self.labels),
+                answer_prefix=self.prompts.prefix(),
+            )
+        convo = list(prompt)
+        for attempt in range(self.max_reasks + 1):
+            try:
+                reply: Reply = self.backend.complete(convo, settings)
+            except BackendError as exc:
+                result.errors.append(f"{type(exc).__name__}: {exc}")
+                logger.warning(
+                    "session %s round %d: backend failed: %s", self.session_id, self.round, exc
+                )
+                return
+            result.raw_replies.append(reply.text)
+            result.latency_s += reply.latency_s
+            if reply.prompt_tokens is not None:
+                result.prompt_tokens = (result.prompt_tokens or 0) + reply.prompt_tokens
+            if reply.completion_tokens is not None:
+                result.completion_tokens = (result.completion_tokens or 0) + reply.completion_tokens
+            if attempt == 0:
+                result.llm_distribution = _distribution(reply.candidate_logprobs, self.labels)
+            choice = parse_answer(reply.text, self.n_options, self.prompts.item)
+            if choice is not None:
+                result.llm_choice = choice
+                return
+            if reply.finish_reason == "length":
+                result.errors.append(f"reply truncated: {reply.text!r}")
+            convo = [
+                *convo,
+                {"role": "assistant", "content": reply.text},
+                {"role": "user", "content": REASK.format(item=self.prompts.item)},
+            ]
+        result.invalid = True
+
+    # --- the dialogue -------------------------------------------------------------------------
+    def recommend(self, options: OptionsInput) -> TurnResult:
+        """Answer one round: which option does the user prefer?"""
+        if self.closed:
+            raise ConfigError("the session is closed", field="session", value=self.session_id)
+        if self._pending is not None:
+            raise ConfigError(
+                "call observe(choice) before the next recommend()",
+                field="session",
+                value=self.session_id,
+            )
+        texts, levels = self._read_options(options)
+        result = TurnResult(
+            round=self.round, options=texts, shown_choice=None, decision=Decision(None, "none", "")
+        )
+        if self.teacher is not None and levels is not None:
+            rec = self.teacher.recommend(levels)
+            result.bayes_choice = rec.choice
+            result.bayes_distribution = rec.predictive
+            result.information_gain = rec.information_gain
+            result.belief = self.teacher.summary()
+        if self.round == 0:
+            user_text = self.prompts.first_message(texts)
+        else:
+            prev = self._last
+            user_text = self.prompts.next_message(prev[0], prev[1], texts)
+        hint = self._hint(result)
+        prompt = [
+            *self.messages,
+            {"role": "user", "content": f"{user_text}\n\n{hint}" if hint else user_text},
+        ]
+        if self.ask_llm:
+            self._ask(prompt, result)
+        scored = (
+            int(np.argmax(result.llm_distribution)) if result.llm_distribution is not None else None
+        )
+        confidence = (
+            result.bayes_distribution[result.bayes_choice]
+            if result.bayes_distribution is not None and result.bayes_choice is not None
+            else None
+        )
+        result.decision = decide(
+            self.policy,
+            result.llm_choice,
+            result.bayes_choice,
+            confidence,
+            llm_scored_choice=scored,
+            threshold=self.guard_threshold,
+        )
+        result.shown_choice = result.decision.shown
+        self._pending = (result, levels, user_text)
+        self._prompt = prompt
+        return result
+
+    def observe(self, choice: int, *, user_message: str | None = None) -> Turn:
+        """Record the user's real choice (0-based): update the belief, extend the chat history
+        and append the turn to the log. Returns the logged record."""
+        if self._pending is None:
+            raise ConfigError(
+                "call recommend(options) first", field="session", value=self.session_id
+            )
+        result, levels, user_text = self._pending
+        if (
+            isinstance(choice, bool)
+            or not isinstance(choice, int | np.integer)
+            or not (0 <= int(choice) < self.n_options)
+        ):
+            raise ChoiceError(
+                f"must be an int in 0..{self.n_options - 1}", field="choice", value=choice
+            )
+        choice = int(choice)
+        if self.teacher is not None and levels is not None:
+            self.teacher.observe(levels, choice)
+        shown = result.shown_choice
+        self.messages.append({"role": "user", "content": user_text})
+        self.messages.append(
+            {
+                "role": "assistant",
+                "content": self.prompts.answer_text(shown) if shown is not None else "",
+            }
+        )
+        self._last = (shown, choice)
+        record = self._turn_record(result, levels, choice, user_message)
+        if self.log is not None:
+            self.log.write(record)
+        self._pending = None
+        self.round += 1
+        return record
+
+    def _turn_record(
+        self,
+        result: TurnResult,
+        levels: npt.NDArray[np.int64] | None,
+        choice: int,
+        user_message: str | None,
+    ) -> Turn:
+        options = [
+            OptionRecord(
+                text=t,
+                features=_features(
+                    self.domain.feature_values(levels[i])
+                    if self.domain is not None and levels is not None
+                    else None
+                ),
+            )
+            for i, t in enumerate(result.options)
+        ]
+        snap = None
+        if result.belief is not None:
+            b = result.belief
+            snap = BeliefSnapshot(
+                entropy=b.entropy,
+                n_hypotheses=b.n_hypotheses,
+                map_index=b.map_index,
+                marginals=b.marginals,
+                emptied=b.emptied,
+                available=True,
+            )
+        elif self.domain is None:
+            snap = BeliefSnapshot(entropy=0.0, n_hypotheses=0, available=False)
+        backend = self.backend if self.ask_llm else None
+        return Turn(
+            session_id=self.session_id,
+            user_id=self.user_id,
+            domain=self.domain_name,
+            round=result.round,
+            options=options,
+            prompt=[MessageRecord(role=m["role"], content=m["content"]) for m in self._prompt],
+            raw_replies=result.raw_replies,
+            llm_choice=result.llm_choice,
+            llm_distribution=result.llm_distribution,
+            bayes_choice=result.bayes_choice,
+            bayes_distribution=result.bayes_distribution,
+            shown_choice=result.shown_choice,
+            decision=DecisionRecord(
+                policy=self.policy, source=result.decision.source, reason=result.decision.reason
+            ),
+            user_choice=choice,
+            belief=snap,
+            backend=getattr(backend, "name", None),
+            model=getattr(backend, "model", None),
+            adapter=getattr(backend, "adapter", None),
+            latency_s=result.latency_s if result.raw_replies else None,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            errors=result.errors,
+            invalid=result.invalid,
+            user_message=user_message,
+        )
+
+    def close(self, reason: str = "completed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.log is not None:
+            self.log.write(SessionEnd(session_id=self.session_id, rounds=self.round, reason=reason))
+            if self._owns_log:
+                self.log.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close("completed" if exc_type is None else "error")
