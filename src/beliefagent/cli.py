@@ -16,7 +16,6 @@ from rich.table import Table
 from beliefagent.domains.choice import ChoiceDomain
 from beliefagent.errors import BeliefAgentError, ConfigError
 
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -154,7 +153,7 @@ def teacher_dialogues_cmd(
 ) -> None:
     """In-dialogue accuracy of the teacher (predict each round's choice from the rounds before)
     and how often its posterior empties, under several likelihoods."""
-    from beliefagent.belief import choice_model_from_name
+    from beliefagent.belief import choice_model_from_spec
     from beliefagent.datasets import load_interactions
     from beliefagent.eval.teacher import dialogue_accuracy, stated_reward_agreement
 
@@ -163,12 +162,7 @@ def teacher_dialogues_cmd(
     specs = likelihood or ["noise-free", "epsilon:0.1", "epsilon:0.3", "softmax:0.1", "softmax:0.3"]
     rows: list[dict[str, Any]] = []
     for spec in specs:
-        name, _, param = spec.partition(":")
-        try:
-            value = float(param) if param else None
-        except ValueError as exc:
-            raise ConfigError("parameter must be a number", field="likelihood", value=spec) from exc
-        res = dialogue_accuracy(d, data, choice_model_from_name(name, value))
+        res = dialogue_accuracy(d, data, choice_model_from_spec(spec))
         res["likelihood"] = spec
         rows.append(res)
     agree = stated_reward_agreement(d, data)
@@ -197,6 +191,16 @@ def teacher_dialogues_cmd(
             f"{r['emptied_dialogues']} ({r['emptied_share']:.1f}%)",
         )
     out.print(table)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live beside the modules they drive."""
+    from beliefagent.export.command import export_command
+
+    app.command("export", help="Export a teaching set from trajectory logs.")(export_command)
+
+
+_register_optional_commands()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from beliefagent.belief.likelihood import (
     Softmax,
     argmax_first,
     choice_model_from_name,
+    choice_model_from_spec,
 )
 from beliefagent.belief.posterior import (
     Belief,
@@ -25,6 +26,7 @@ __all__ = [
     "Softmax",
     "argmax_first",
     "choice_model_from_name",
+    "choice_model_from_spec",
     "entropy",
     "expected_information_gain",
     "log_normalize",

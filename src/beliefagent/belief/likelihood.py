@@ -27,6 +27,7 @@ __all__ = [
     "Softmax",
     "argmax_first",
     "choice_model_from_name",
+    "choice_model_from_spec",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -115,3 +116,18 @@ def choice_model_from_name(name: str, param: float | None = None) -> ChoiceModel
     raise ConfigError(
         "unknown likelihood (noise-free, epsilon, softmax)", field="likelihood", value=name
     )
+
+
+def choice_model_from_spec(spec: str | ChoiceModel | None) -> ChoiceModel:
+    """``"noise-free"``, ``"epsilon:0.1"``, ``"softmax:0.1"`` (a model is passed through;
+    None is the paper's noise-free model)."""
+    if spec is None:
+        return NoiseFree()
+    if not isinstance(spec, str):
+        return spec
+    name, _, param = spec.partition(":")
+    try:
+        value = float(param) if param else None
+    except ValueError as exc:
+        raise ConfigError("parameter must be a number", field="likelihood", value=spec) from exc
+    return choice_model_from_name(name.strip(), value)
