@@ -196,8 +196,12 @@ def teacher_dialogues_cmd(
 def _register_optional_commands() -> None:
     """Commands that live beside the modules they drive."""
     from beliefagent.export.command import export_command
+    from beliefagent.server.command import serve_command
 
     app.command("export", help="Export a teaching set from trajectory logs.")(export_command)
+    app.command("serve", help="OpenAI-compatible belief server in front of an upstream.")(
+        serve_command
+    )
 
 
 _register_optional_commands()

