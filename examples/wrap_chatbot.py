@@ -76,7 +76,7 @@ def main() -> None:
             )
         )
         session = Session(flight, backend, policy=args.policy, log=log, user_id=str(args.user))
-        print(f"user weights {dict(zip(flight.feature_names, user.weights.tolist()))}")
+        print(f"user weights {dict(zip(flight.feature_names, user.weights.tolist(), strict=True))}")
         print(
             f"{'round':>5}  {'LLM':>5}  {'Bayes':>5}  {'shown':>5}  {'user':>4}  "
             f"{'entropy':>7}  LLM reply"

@@ -49,6 +49,7 @@ def test_defaults():
         ({"stop": ("",)}, "stop[0]"),
         ({"candidates": ("1", 2)}, "candidates[1]"),
         ({"candidates": ("1", "1")}, "candidates"),
+        ({"answer_prefix": None}, "answer_prefix"),
     ],
 )
 def test_bad_settings_name_field_and_value(kwargs, field):

@@ -125,6 +125,13 @@ def test_label_scores_with_completion_match_scratch(backend):
         assert scores[label] == pytest.approx(scratch_score(backend, context, label), abs=TOL)
 
 
+def test_complete_scores_after_the_answer_prefix(backend):
+    prefix = "The best option is Flight "
+    settings = GenerationSettings(max_tokens=1, candidates=tuple(LABELS), answer_prefix=prefix)
+    scores = backend.complete(MESSAGES, settings).candidate_logprobs
+    assert scores == pytest.approx(backend.score(MESSAGES, LABELS, answer_prefix=prefix))
+
+
 def test_single_token_labels_cost_one_forward_pass(backend):
     prefix = "The best option is Flight "
     with ForwardCounter(backend.lm) as counter:

@@ -105,6 +105,23 @@ def test_candidate_scores_read_from_top_logprobs(mock_backend):
     assert scores["3"] == -math.inf  # not among the top tokens
 
 
+def test_candidate_scores_read_after_the_answer_prefix(mock_backend):
+    logprobs = [
+        token("Flight", -0.1),
+        token(" 1", -0.2, {" 1": -0.2, " 3": -2.0}),
+        token(" is cheap, but the best option is", -0.1),
+        token(" Flight", -0.1),
+        token(" 2", -0.4, {" 2": -0.4, " 3": -1.2}),
+    ]
+    body = chat_completion("Flight 1 is cheap, but the best option is Flight 2", logprobs=logprobs)
+    prefixed = GenerationSettings(candidates=("1", "2", "3"), answer_prefix="The best option is ")
+    reply = mock_backend(Recorder(ok(body))).complete(MESSAGES, prefixed)
+    assert reply.candidate_logprobs == {"1": -math.inf, "2": -0.4, "3": -1.2}
+    # without the prefix, the first label mentioned is taken
+    reply = mock_backend(Recorder(ok(body))).complete(MESSAGES, LABELS)
+    assert reply.candidate_logprobs == {"1": -0.2, "2": -math.inf, "3": -2.0}
+
+
 def test_candidate_scores_absent_when_server_sends_no_logprobs(mock_backend):
     handler = Recorder(ok(chat_completion("Flight 3")))
     reply = mock_backend(handler).complete(MESSAGES, LABELS)

@@ -81,6 +81,8 @@ class GenerationSettings:
         _check_strings(self.candidates, "candidates")
         if len(set(self.candidates)) != len(self.candidates):
             raise ConfigError("must not repeat", field="candidates", value=self.candidates)
+        if not isinstance(self.answer_prefix, str):
+            raise ConfigError("must be a string", field="answer_prefix", value=self.answer_prefix)
 
 
 def _is_real(value: object) -> bool:

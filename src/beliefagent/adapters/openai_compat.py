@@ -19,7 +19,9 @@ no message content
 
 Label scoring: when ``settings.candidates`` is set, the request asks for ``logprobs=True,
 top_logprobs=20``. The scores are read at the first generated token whose text, stripped of
-whitespace, is one of the candidates (e.g. the ``" 2"`` after ``"Flight"``): each candidate gets
+whitespace, is one of the candidates (e.g. the ``" 2"`` after ``"Flight"``) — the first one
+after ``settings.answer_prefix`` when the reply contains that prefix, so that "Flight 1 is
+cheap, but the best option is Flight 2" is read at the 2. Each candidate gets
 the log of the summed probability of the top-logprob tokens that strip to it (``"2"`` and
 ``" 2"`` both count), and ``-inf`` when none of the top tokens is that candidate. Candidates are
 therefore expected to be single tokens (option labels). When the server returns no logprobs, or
@@ -200,7 +202,9 @@ class OpenAICompatibleBackend:
         start = time.perf_counter()
         completion = self._create(request, settings.timeout_s)
         latency = time.perf_counter() - start
-        return self._to_reply(completion, settings.candidates if scoring else (), latency)
+        return self._to_reply(
+            completion, settings.candidates if scoring else (), settings.answer_prefix, latency
+        )
 
     def _create(self, request: dict[str, Any], timeout_s: float) -> Any:
         openai = self._openai
@@ -232,7 +236,9 @@ class OpenAICompatibleBackend:
         except openai.APIError as exc:
             raise BackendResponseError(f"{self.name}: {exc.message}") from exc
 
-    def _to_reply(self, completion: Any, candidates: Sequence[str], latency: float) -> Reply:
+    def _to_reply(
+        self, completion: Any, candidates: Sequence[str], answer_prefix: str, latency: float
+    ) -> Reply:
         if isinstance(completion, str):
             raise BackendResponseError(
                 f"{self.name}: expected a JSON chat completion, got text",
@@ -255,7 +261,7 @@ class OpenAICompatibleBackend:
             logprobs = getattr(choice, "logprobs", None)
             tokens = getattr(logprobs, "content", None) if logprobs is not None else None
             if tokens:
-                scores = candidate_logprobs_from_tokens(tokens, candidates)
+                scores = candidate_logprobs_from_tokens(tokens, candidates, answer_prefix)
                 if scores is None:
                     logger.debug("%s: no generated token is a candidate %s", self.name, candidates)
             else:
@@ -320,20 +326,31 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -
 
 
 def candidate_logprobs_from_tokens(
-    tokens: Iterable[Any], candidates: Sequence[str]
+    tokens: Iterable[Any], candidates: Sequence[str], answer_prefix: str = ""
 ) -> dict[str, float] | None:
     """Candidate scores from OpenAI-format token logprobs (objects or plain dicts).
 
     ``tokens`` is ``choices[0].logprobs.content``: per generated token, ``token``, ``logprob``
     and ``top_logprobs`` (a list of ``{token, logprob}``). Finds the first generated token that,
-    stripped, is a candidate, and returns ``{candidate: log-probability}`` at that position:
-    tokens stripping to the same candidate are summed in probability, and a candidate absent
-    from the top tokens gets ``-inf``. Returns ``None`` when no generated token is a candidate.
+    stripped, is a candidate — the first one after ``answer_prefix`` (compared stripped and
+    case-insensitively) when the generated text contains it — and returns
+    ``{candidate: log-probability}`` at that position: tokens stripping to the same candidate
+    are summed in probability, and a candidate absent from the top tokens gets ``-inf``.
+    Returns ``None`` when no generated token is a candidate.
     """
+    positions = list(tokens)
+    texts = [t if isinstance(t := _get(p, "token"), str) else "" for p in positions]
+    earliest = 0  # character offset where the answer may start
+    marker = answer_prefix.strip().lower()
+    if marker:
+        found = "".join(texts).lower().find(marker)
+        if found >= 0:
+            earliest = found + len(marker)
     wanted = set(candidates)
-    for position in tokens:
-        token = _get(position, "token")
-        if not isinstance(token, str) or token.strip() not in wanted:
+    offset = 0
+    for position, token in zip(positions, texts, strict=True):
+        start, offset = offset, offset + len(token)
+        if start < earliest or token.strip() not in wanted:
             continue
         by_token: dict[str, float] = {}
         for entry in _get(position, "top_logprobs") or ():
