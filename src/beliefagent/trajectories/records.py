@@ -67,6 +67,7 @@ __all__ = [
     "BeliefSnapshot",
     "Decision",
     "DecisionSource",
+    "EvalResult",
     "Message",
     "OptionRecord",
     "Record",
@@ -318,10 +319,49 @@ class SessionEnd(_RecordBase):
     reason: str = "completed"
 
 
-Record: TypeAlias = Annotated[SessionStart | Turn | SessionEnd, Field(discriminator="kind")]
+class EvalResult(SessionEnd):
+    """The last record of one evaluation dialogue: one assistant with one (simulated or real)
+    user, and everything the evaluation harness measured for it.
+
+    It *is* a :class:`SessionEnd` (so :func:`~beliefagent.trajectories.completed_session_ids`
+    counts the session as done, and :class:`~beliefagent.trajectories.TrajectoryWriter` accepts
+    it), with its own ``kind``. A resumed evaluation skips every ``(assistant, user_id)`` that
+    already has an ``EvalResult`` under the same ``run_key``.
+
+    Shapes (``C`` checkpoints = rounds 0..R, ``S`` held-out queries, ``O`` options or answers):
+    ``heldout_predictions (C, S)`` 0-based, ``None`` for an invalid answer;
+    ``heldout_distributions (C, S, O)`` when the assistant scores its answers;
+    ``dialogue_predictions`` / ``dialogue_shown (R,)``; ``probe`` maps each feature to the
+    assistant's stated preference in [-1, 1].
+    """
+
+    kind: Literal["eval_result"] = "eval_result"  # type: ignore[assignment]
+    run_key: str = ""
+    suite: str = "heldout"
+    domain: str = ""
+    assistant: str = Field(min_length=1)
+    user_id: str = Field(min_length=1)
+    user_index: int = Field(ge=0)
+    heldout_predictions: list[list[int | None]] = Field(default_factory=list)
+    heldout_distributions: list[list[list[float]]] | None = None
+    dialogue_predictions: list[int | None] = Field(default_factory=list)
+    dialogue_shown: list[int | None] = Field(default_factory=list)
+    dialogue_distributions: list[list[float]] | None = None
+    probe: dict[str, float] | None = None
+    n_queries: int = Field(default=0, ge=0)
+    n_invalid: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    latency_s: float = Field(default=0.0, ge=0)
+    extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+Record: TypeAlias = Annotated[
+    SessionStart | Turn | SessionEnd | EvalResult, Field(discriminator="kind")
+]
 """Any record of a trajectory log, told apart by its ``kind``."""
 
-_RECORD_ADAPTER: TypeAdapter[SessionStart | Turn | SessionEnd] = TypeAdapter(Record)
+_RECORD_ADAPTER: TypeAdapter[SessionStart | Turn | SessionEnd | EvalResult] = TypeAdapter(Record)
 
 
 def _describe(exc: ValidationError, limit: int = 3) -> str:
@@ -343,7 +383,7 @@ def _describe(exc: ValidationError, limit: int = 3) -> str:
 
 def parse_record(
     data: str | bytes | Mapping[str, Any], *, ignored: set[str] | None = None
-) -> SessionStart | Turn | SessionEnd:
+) -> SessionStart | Turn | SessionEnd | EvalResult:
     """Parse one stored record (a JSON line, or an already-decoded mapping).
 
     Unknown fields (additions by a newer beliefagent) are dropped; their qualified names
