@@ -193,12 +193,46 @@ def teacher_dialogues_cmd(
     out.print(table)
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder (must be new or empty).")] = Path(
+        "runs/demo"
+    ),
+    quick: Annotated[bool, typer.Option(help="A few minutes on 2 cores instead of ~30.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """The whole loop on the bundled model: simulate, teach, fine-tune, serve, evaluate, report."""
+    from beliefagent.demo import run_demo
+
+    summary = run_demo(out, quick=quick, seed=seed, say=lambda m: err.print(f"[bold]{m}[/bold]"))
+    if json_out:
+        print(json.dumps(summary))
+        return
+    table = Table(title="accuracy (%) on held-out option sets after each round")
+    table.add_column("assistant")
+    n = len(summary["assistants"][0]["accuracy_by_round"])
+    for r in range(n):
+        table.add_column(f"R{r}", justify="right")
+    for a in summary["assistants"]:
+        table.add_row(a["name"], *(f"{v:.1f}" for v in a["accuracy_by_round"]))
+    out_console = Console()
+    out_console.print(table)
+    out_console.print(f"report: {out / 'report' / 'report.md'}  ({summary['total_s']:.0f} s)")
+
+
 def _register_optional_commands() -> None:
     """Commands that live beside the modules they drive."""
+    from beliefagent.eval.command import eval_command
     from beliefagent.export.command import export_command
+    from beliefagent.finetune.command import finetune_command
     from beliefagent.server.command import serve_command
 
+    app.command("eval", help="Evaluate assistants side by side with the paper's protocol.")(
+        eval_command
+    )
     app.command("export", help="Export a teaching set from trajectory logs.")(export_command)
+    app.command("finetune", help="LoRA fine-tune a model on a teaching set.")(finetune_command)
     app.command("serve", help="OpenAI-compatible belief server in front of an upstream.")(
         serve_command
     )

@@ -12,10 +12,11 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("openai")
 
-from server_helpers import ANSWER, serving
+from server_helpers import ANSWER
 
 from beliefagent.adapters import StubServer
 from beliefagent.server import ModelRegistry, ServerConfig, create_app
+from beliefagent.server.background import serving
 from beliefagent.trajectories import TrajectoryWriter
 
 

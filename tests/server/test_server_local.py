@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from server_helpers import option_texts, serving
+from server_helpers import option_texts
+
+from beliefagent.server.background import serving
 
 pytestmark = pytest.mark.slow
 

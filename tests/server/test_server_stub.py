@@ -16,12 +16,12 @@ from server_helpers import (
     FnBackend,
     option_texts,
     option_values,
-    serving,
     stub_registry,
 )
 
 from beliefagent.adapters import StubServer
 from beliefagent.server import Canary, LocalUpstream, ModelRegistry, ModelRoute, create_app
+from beliefagent.server.background import serving
 from beliefagent.teachers import BayesianTeacher
 from beliefagent.trajectories import read_trajectories
 
