@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/beliefagent teacher-eval --domain flight
+	$(VENV)/bin/beliefagent demo --quick
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -195,16 +195,20 @@ def teacher_dialogues_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option(help="Output folder (must be new or empty).")] = Path(
-        "runs/demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder, new or empty (default: runs/demo-<date>-<time>)."),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="A few minutes on 2 cores instead of ~30.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """The whole loop on the bundled model: simulate, teach, fine-tune, serve, evaluate, report."""
+    import time
+
     from beliefagent.demo import run_demo
 
+    out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     summary = run_demo(out, quick=quick, seed=seed, say=lambda m: err.print(f"[bold]{m}[/bold]"))
     if json_out:
         print(json.dumps(summary))
