@@ -24,8 +24,8 @@ __all__ = [
     "BeliefSummary",
     "QuestionnaireTeacher",
     "Recommendation",
+    "Marginals",
     "heldout_accuracy_by_round",
-    "marginals",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -64,37 +64,43 @@ class BeliefSummary:
     n_contradictions: int = 0
 
 
-def marginals(
-    post: FloatArray, weights: FloatArray, names: tuple[str, ...]
-) -> tuple[dict[str, list[float]], list[float]]:
-    """Per-column marginals of the posterior ``post (n_hyp,)`` over ``weights (n_hyp, n_cols)``.
-    Returns ``({name: [P(value) for value in support]}, support)``."""
-    support, inverse = np.unique(weights, return_inverse=True)
-    inverse = inverse.reshape(weights.shape)  # (n_hyp, n_cols)
-    out = {
-        name: np.bincount(inverse[:, j], weights=post, minlength=len(support)).tolist()
-        for j, name in enumerate(names)
-    }
-    return out, support.tolist()
+class Marginals:
+    """Per-column posterior marginals over the distinct values of ``weights (n_hyp, n_cols)``,
+    precomputed once per hypothesis space: ``post @ onehot`` gives every column's marginal in
+    one product."""
 
+    def __init__(self, weights: FloatArray, names: tuple[str, ...]) -> None:
+        support, inverse = np.unique(weights, return_inverse=True)
+        inverse = inverse.reshape(weights.shape)  # (n_hyp, n_cols)
+        n_hyp, n_cols = weights.shape
+        k = len(support)
+        onehot = np.zeros((n_hyp, n_cols * k))  # (n_hyp, n_cols * n_support)
+        onehot[np.arange(n_hyp)[:, None], np.arange(n_cols) * k + inverse] = 1.0
+        self.names = names
+        self.support: list[float] = support.tolist()
+        self.weights = weights
+        self._onehot = onehot
 
-def _summary(belief: Belief, weights: FloatArray, names: tuple[str, ...]) -> BeliefSummary:
-    post = belief.probs
-    m, support = marginals(post, weights, names)
-    mean = post @ weights  # (n_cols,)
-    idx = belief.map_index()
-    return BeliefSummary(
-        entropy=belief.entropy(),
-        n_hypotheses=belief.n_hyp,
-        n_alive=belief.n_alive,
-        map_index=idx,
-        map_weights=weights[idx].tolist(),
-        mean_weights={n: float(v) for n, v in zip(names, mean, strict=True)},
-        marginals=m,
-        support=support,
-        emptied=belief.emptied,
-        n_contradictions=belief.n_contradictions,
-    )
+    def __call__(self, post: FloatArray) -> dict[str, list[float]]:
+        flat = (post @ self._onehot).reshape(len(self.names), len(self.support))
+        return {name: row.tolist() for name, row in zip(self.names, flat, strict=True)}
+
+    def summary(self, belief: Belief) -> BeliefSummary:
+        post = belief.probs
+        mean = post @ self.weights  # (n_cols,)
+        idx = belief.map_index()
+        return BeliefSummary(
+            entropy=belief.entropy(),
+            n_hypotheses=belief.n_hyp,
+            n_alive=belief.n_alive,
+            map_index=idx,
+            map_weights=self.weights[idx].tolist(),
+            mean_weights={n: float(v) for n, v in zip(self.names, mean, strict=True)},
+            marginals=self(post),
+            support=self.support,
+            emptied=belief.emptied,
+            n_contradictions=belief.n_contradictions,
+        )
 
 
 class BayesianTeacher:
@@ -121,6 +127,7 @@ class BayesianTeacher:
         self.tie_break = tie_break
         self._rng = np.random.default_rng(seed)
         self.weights = domain.hypothesis_weights()  # (n_hyp, n_features)
+        self._marginals = Marginals(self.weights, domain.feature_names)
         self.belief = Belief(len(self.weights))
         self.history: list[tuple[IntArray, int]] = []
 
@@ -163,10 +170,11 @@ class BayesianTeacher:
                 f"must be in 0..{self.domain.n_options - 1}", field="choice", value=choice
             )
         self.history.append((lv, int(choice)))
-        return self.belief.update(self.choice_probs(lv), int(choice))
+        x = self.domain.codes(lv)  # (n_opt, n_feat)
+        return self.belief.update(self.likelihood.probs(self.weights @ x.T), int(choice))
 
     def summary(self) -> BeliefSummary:
-        return _summary(self.belief, self.weights, self.domain.feature_names)
+        return self._marginals.summary(self.belief)
 
 
 class QuestionnaireTeacher:
@@ -176,6 +184,7 @@ class QuestionnaireTeacher:
     def __init__(self, domain: QuestionnaireDomain) -> None:
         self.domain = domain
         self.weights = domain.hypothesis_weights()  # (n_hyp, n_traits)
+        self._marginals = Marginals(self.weights, domain.traits)
         self.belief = Belief(len(self.weights))
 
     def reset(self) -> None:
@@ -197,7 +206,7 @@ class QuestionnaireTeacher:
         return self.belief.update(self.domain.answer_probs(item), a - 1)
 
     def summary(self) -> BeliefSummary:
-        return _summary(self.belief, self.weights, self.domain.traits)
+        return self._marginals.summary(self.belief)
 
 
 def heldout_accuracy_by_round(

@@ -23,6 +23,7 @@ Personal data in free text is out of scope here.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
@@ -98,8 +99,12 @@ def _replace(match: re.Match[str]) -> str:
     return REDACTED
 
 
+@functools.lru_cache(maxsize=8192)
 def redact_text(text: str) -> str:
-    """Return ``text`` with every recognised secret replaced by :data:`REDACTED`."""
+    """Return ``text`` with every recognised secret replaced by :data:`REDACTED`.
+
+    Cached: a dialogue's prompt repeats its whole history every turn, so most strings a log
+    sees have been scrubbed before."""
     lowered = text.lower()
     if not any(trigger in lowered for trigger in _TRIGGERS):
         return text
