@@ -91,8 +91,8 @@ def run_demo(
     """Run the loop; returns the summary also written to ``<out>/demo.json``."""
     from beliefagent.adapters import OpenAICompatibleBackend
     from beliefagent.eval.harness import EvalConfig, prepare_task, run_eval
-    from beliefagent.eval.tasks import ChoiceTask
     from beliefagent.eval.report import write_report
+    from beliefagent.eval.tasks import ChoiceTask
     from beliefagent.export import export_teaching_set
     from beliefagent.finetune.config import FinetuneConfig, LoraSettings
     from beliefagent.finetune.train import finetune

@@ -22,9 +22,9 @@ from beliefagent.errors import ChoiceError, ConfigError
 __all__ = [
     "BayesianTeacher",
     "BeliefSummary",
+    "Marginals",
     "QuestionnaireTeacher",
     "Recommendation",
-    "Marginals",
     "heldout_accuracy_by_round",
 ]
 
