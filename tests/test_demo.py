@@ -25,7 +25,7 @@ def test_quick_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert (out / "report" / "report.md").is_file()
     assert (out / "report" / "accuracy_by_round.png").stat().st_size > 1000
-    assert json.loads((out / "demo.json").read_text())["finetune"]["steps"] == 4
+    assert json.loads((out / "demo.json").read_text())["finetune"]["steps"] == 2
     # the tuned model really answered through the server: its turns are in the eval log
     log = (out / "eval" / "results.jsonl").read_text()
     assert "tuned-via-server" in log
