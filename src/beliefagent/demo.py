@@ -45,14 +45,10 @@ class DemoSizes:
 
 
 QUICK = DemoSizes(
-    train_users=64, eval_users=3, heldout_sets=3, finetune_steps=4, batch_size=2, policies=()
+    train_users=32, eval_users=2, heldout_sets=2, finetune_steps=2, batch_size=2, policies=()
 )
 FULL = DemoSizes(
-    train_users=400,
-    eval_users=12,
-    heldout_sets=10,
-    finetune_steps=60,
-    batch_size=2,
+    train_users=300, eval_users=8, heldout_sets=6, finetune_steps=40, batch_size=2,
     policies=("guard",),
 )
 
