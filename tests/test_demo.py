@@ -15,7 +15,8 @@ from beliefagent.errors import ConfigError
 def test_quick_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     summary = run_demo(tmp_path / "demo", quick=True, seed=0)
     names = [a["name"] for a in summary["assistants"]]
-    assert names == ["bayes", "random", "local", "tuned-via-server"]
+    assert names == ["bayes", "random", "local", "tuned"]
+    assert [a["name"] for a in summary["through_server"]] == ["bayes", "tuned-via-server"]
     for a in summary["assistants"]:
         assert len(a["accuracy_by_round"]) == 6
         assert all(0 <= v <= 100 for v in a["accuracy_by_round"])
@@ -26,9 +27,10 @@ def test_quick_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert (out / "report" / "report.md").is_file()
     assert (out / "report" / "accuracy_by_round.png").stat().st_size > 1000
     assert json.loads((out / "demo.json").read_text())["finetune"]["steps"] == 2
-    # the tuned model really answered through the server: its turns are in the eval log
-    log = (out / "eval" / "results.jsonl").read_text()
+    # the tuned model really answered through the server: its results are in that run's log
+    log = (out / "eval-server" / "results.jsonl").read_text()
     assert "tuned-via-server" in log
+    assert (out / "report-server" / "report.md").is_file()
 
 
 def test_demo_refuses_a_used_folder(tmp_path: Path) -> None:

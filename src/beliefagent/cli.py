@@ -220,6 +220,12 @@ def demo_cmd(
         table.add_column(f"R{r}", justify="right")
     for a in summary["assistants"]:
         table.add_row(a["name"], *(f"{v:.1f}" for v in a["accuracy_by_round"]))
+    for a in summary["through_server"]:
+        if a["name"] != "bayes":
+            table.add_row(
+                f"{a['name']} ({summary['sizes']['server_users']} users)",
+                *(f"{v:.1f}" for v in a["accuracy_by_round"]),
+            )
     out_console = Console()
     out_console.print(table)
     out_console.print(f"report: {out / 'report' / 'report.md'}  ({summary['total_s']:.0f} s)")

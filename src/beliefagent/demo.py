@@ -5,9 +5,10 @@
 3. fine-tune the bundled SmolLM2 with LoRA on it;
 4. serve the base model with the tuned adapter swapped in behind ``beliefagent serve``;
 5. evaluate, with the paper's protocol on the same held-out users: the Bayesian teacher, random,
-   the base model (and, by default, the base model behind the middleware's guard policy), and the
-   tuned model through the server;
-6. write a report (``report/report.md``, ``results.json``, PNG plots).
+   the base model (and, by default, the base model behind the middleware's guard policy) and the
+   tuned model (in process, label scoring) -> ``report/``; then the tuned model again through
+   the server on fewer users (it generates text there) -> ``report-server/``;
+6. write the reports (``report.md``, ``results.json``, PNG plots).
 
 ``quick`` sizes the run for a few minutes on 2 cores; the default is larger (about half an hour).
 The numbers are whatever this run measures; at these sizes a 135M model's fine-tune moves little
@@ -42,14 +43,31 @@ class DemoSizes:
     finetune_steps: int
     batch_size: int
     policies: tuple[str, ...]
+    server_users: int  # the tuned model through the server generates text: the slow part
+    server_heldout_sets: int
 
 
+# quick: a smoke run of the loop (its numbers are too small to mean anything); default: larger,
+# about 20 minutes on 2 free cores by our estimate (fine-tuning ~30 s a step dominates).
 QUICK = DemoSizes(
-    train_users=32, eval_users=2, heldout_sets=2, finetune_steps=2, batch_size=2, policies=()
+    train_users=32,
+    eval_users=2,
+    heldout_sets=2,
+    finetune_steps=2,
+    batch_size=2,
+    policies=(),
+    server_users=1,
+    server_heldout_sets=1,
 )
 FULL = DemoSizes(
-    train_users=300, eval_users=8, heldout_sets=6, finetune_steps=40, batch_size=2,
+    train_users=300,
+    eval_users=6,
+    heldout_sets=6,
+    finetune_steps=20,
+    batch_size=2,
     policies=("guard",),
+    server_users=2,
+    server_heldout_sets=2,
 )
 
 
@@ -155,11 +173,30 @@ def run_demo(
     )
     timings["finetune_s"] = time.perf_counter() - t0 - sum(timings.values())
 
-    say("4/5 serving the tuned adapter behind beliefagent serve (loopback) ...")
+    say("4/5 evaluating the teacher, random, the base and the tuned model ...")
     from beliefagent.adapters import LocalBackend
 
     base = LocalBackend()
-    tuned_backend = LocalBackend(adapter_path=trained.output_dir, name="local-tuned")
+    tuned_backend = LocalBackend(adapter_path=trained.output_dir, name="tuned")
+    assistants = ["bayes", "random", "local", *(f"local#{p}" for p in sizes.policies), "tuned"]
+
+    def progress(done: int, total: int, name: str) -> None:
+        say(f"    {done}/{total} dialogues evaluated (last: {name})")
+
+    run = run_eval(
+        config,
+        assistants,
+        out_dir / "eval",
+        backends={"tuned": tuned_backend},
+        on_progress=progress,
+    )
+    report_files = write_report(run.summary, out_dir / "report")
+    timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
+
+    say(
+        "5/5 swapping the adapter in behind beliefagent serve (loopback) and evaluating the "
+        "tuned model through it ..."
+    )
     upstream = LocalUpstream(default_max_tokens=24)
     registry = ModelRegistry(
         [
@@ -169,26 +206,27 @@ def run_demo(
             ),
         ]
     )
-    assistants = [
-        "bayes",
-        "random",
-        "local",
-        *(f"local#{p}" for p in sizes.policies),
-        "tuned-via-server",
-    ]
-    say(
-        f"5/5 evaluating {', '.join(assistants)} on {sizes.eval_users} users x "
-        f"{sizes.heldout_sets} held-out sets ..."
+    server_config = EvalConfig(
+        domain="flight",
+        users=sizes.server_users,
+        heldout_sets=sizes.server_heldout_sets,
+        seed=seed,
+        probe=False,
+        concurrency=2,
     )
     with serving(create_app(registry)) as url:
         via_server = OpenAICompatibleBackend(
             "smollm2-bayes", base_url=f"{url}/v1", name="tuned-via-server", request_logprobs=False
         )
-        run = run_eval(
-            config, assistants, out_dir / "eval", backends={"tuned-via-server": via_server}
+        server_run = run_eval(
+            server_config,
+            ["bayes", "tuned-via-server"],
+            out_dir / "eval-server",
+            backends={"tuned-via-server": via_server},
+            on_progress=progress,
         )
-    timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
-    report_files = write_report(run.summary, out_dir / "report")
+    write_report(server_run.summary, out_dir / "report-server")
+    timings["serve_eval_s"] = time.perf_counter() - t0 - sum(timings.values())
     summary = {
         "quick": quick,
         "seed": seed,
@@ -200,6 +238,10 @@ def run_demo(
             "adapter": trained.output_dir,
             "examples_per_s": trained.examples_per_s,
         },
+        "through_server": [
+            {"name": a["name"], "accuracy_by_round": a["accuracy_by_round"]}
+            for a in server_run.summary["assistants"]
+        ],
         "assistants": [
             {"name": a["name"], "accuracy_by_round": a["accuracy_by_round"]}
             for a in run.summary["assistants"]
