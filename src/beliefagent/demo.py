@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +134,14 @@ def run_demo(
         probe=False,
         concurrency=2,
     )
-    task = prepare_task(config)
-    assert isinstance(task, ChoiceTask)
-    eval_rows = {tuple(w) for w in np.asarray(task.user_weights).tolist()}
+    server_config = replace(
+        config, users=sizes.server_users, heldout_sets=sizes.server_heldout_sets
+    )
+    eval_rows: set[tuple[float, ...]] = set()
+    for cfg in (config, server_config):
+        task = prepare_task(cfg)
+        assert isinstance(task, ChoiceTask)
+        eval_rows |= {tuple(w) for w in np.asarray(task.user_weights).tolist()}
     weights = domain.hypothesis_weights()
     pool = np.array([i for i, w in enumerate(weights.tolist()) if tuple(w) not in eval_rows])
     train_users = np.random.default_rng(seed + 1).choice(
@@ -205,14 +210,6 @@ def run_demo(
                 name="smollm2-bayes", upstream=upstream, backend=tuned_backend, parent="smollm2"
             ),
         ]
-    )
-    server_config = EvalConfig(
-        domain="flight",
-        users=sizes.server_users,
-        heldout_sets=sizes.server_heldout_sets,
-        seed=seed,
-        probe=False,
-        concurrency=2,
     )
     with serving(create_app(registry)) as url:
         via_server = OpenAICompatibleBackend(
