@@ -27,20 +27,8 @@ __all__ = ["eval_command", "load_suite"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_ASSISTANTS = ["bayes", "random"]
-_SUITE_KEYS = {
-    "domain",
-    "protocol",
-    "users",
-    "heldout_sets",
-    "rounds",
-    "seed",
-    "heldout",
-    "interactions",
-    "likelihood",
-    "noise",
-    "probe",
-    "name",
-}
+# a suite file sets the run's data fields (not the guard threshold) and may name itself
+_SUITE_KEYS = {*EvalConfig._DATA_FIELDS, "name"} - {"guard_threshold"}
 
 
 def _suite_dirs() -> list[Path]:
