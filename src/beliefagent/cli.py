@@ -231,6 +231,89 @@ def demo_cmd(
     out_console.print(f"report: {out / 'report' / 'report.md'}  ({summary['total_s']:.0f} s)")
 
 
+@app.command("compare-teaching")
+def compare_teaching_cmd(
+    domain: Annotated[str, typer.Option(help="flight (or flight-K, hotel) or bigfive.")] = "flight",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder, new or empty (default: runs/compare-<domain>-<time>)."),
+    ] = None,
+    arm: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Teaching arms: oracle-taught, bayes-hard, bayes-soft (repeatable; default: all "
+            "three for a choice domain, bayes-hard and bayes-soft for a questionnaire)."
+        ),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Smoke sizes: the loop, no result.")] = False,
+    steps: Annotated[int | None, typer.Option(help="Training steps per arm.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Dialogues per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    train_users: Annotated[int | None, typer.Option(help="Teaching users (dialogues).")] = None,
+    eval_users: Annotated[int | None, typer.Option(help="Evaluation users.")] = None,
+    heldout_sets: Annotated[
+        int | None, typer.Option(help="Held-out option sets (questionnaire: items) per user.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads for training.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Base model vs oracle-taught vs Bayesian-taught (hard, soft), same budget, one report."""
+    import dataclasses
+    import time
+
+    from beliefagent.compare import compare_teaching, default_sizes
+
+    sizes = default_sizes(domain, quick)
+    changes = {
+        k: v
+        for k, v in dict(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            train_users=train_users,
+            eval_users=eval_users,
+            heldout_sets=heldout_sets,
+            threads=threads,
+        ).items()
+        if v is not None
+    }
+    sizes = dataclasses.replace(sizes, **changes)
+    out = out or Path("runs") / time.strftime(f"compare-{domain}-%Y%m%d-%H%M%S")
+    summary = compare_teaching(
+        out,
+        domain=domain,
+        arms=arm or None,
+        sizes=sizes,
+        seed=seed,
+        progress=not json_out,
+        say=lambda m: err.print(f"[bold]{m}[/bold]"),
+    )
+    if json_out:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"{domain}: held-out accuracy (%) after each round")
+    table.add_column("assistant")
+    n = len(summary["teacher_accuracy_by_round"])
+    for r in range(n):
+        table.add_column(f"R{r}", justify="right")
+    table.add_column("agree %", justify="right")
+    table.add_column("entropy", justify="right")
+    table.add_column("answer shares %", justify="right")
+    for a in summary["arms"]:
+        ent = a["mean_entropy"]
+        table.add_row(
+            a["name"],
+            *(f"{v:.1f}" for v in a["accuracy_by_round"]),
+            f"{a['agreement_heldout']:.1f}" if a["agreement_heldout"] is not None else "-",
+            f"{ent:.3f}" if ent is not None else "-",
+            "/".join(f"{v:.0f}" for v in a["answer_shares"] or []),
+        )
+    out_console = Console()
+    out_console.print(table)
+    out_console.print(f"report: {out / 'report' / 'report.md'}  ({summary['total_s']:.0f} s)")
+
+
 def _register_optional_commands() -> None:
     """Commands that live beside the modules they drive."""
     from beliefagent.eval.command import eval_command

@@ -71,30 +71,6 @@ FULL = DemoSizes(
 )
 
 
-def _simulate(domain: ChoiceDomain, users: np.ndarray, log: Path, seed: int) -> None:
-    """Dialogues answered by the teacher (policy ``bayes``), logged like production traffic."""
-    from beliefagent.middleware import Session
-    from beliefagent.middleware.runner import run_dialogue
-    from beliefagent.teachers import SimulatedUser
-    from beliefagent.trajectories import TrajectoryWriter
-
-    rng = np.random.default_rng(seed)
-    weights = domain.hypothesis_weights()
-    with TrajectoryWriter(log, fsync=False) as writer:
-        for u in users.tolist():
-            session = Session(
-                domain,
-                None,
-                policy="bayes",
-                log=writer,
-                user_id=f"h{u}",
-                tie_break="random",
-                seed=int(u),
-            )
-            user = SimulatedUser(domain, weights[u], seed=int(u))
-            run_dialogue(session, user, domain.random_option_sets(rng, domain.rounds))
-
-
 def run_demo(
     out: str | Path = "runs/demo",
     *,
@@ -110,6 +86,7 @@ def run_demo(
     from beliefagent.export import export_teaching_set
     from beliefagent.finetune.config import FinetuneConfig, LoraSettings
     from beliefagent.finetune.train import finetune
+    from beliefagent.middleware.runner import simulate_teacher_dialogues
     from beliefagent.server import LocalUpstream, ModelRegistry, ModelRoute, create_app
     from beliefagent.server.background import serving
 
@@ -150,7 +127,7 @@ def run_demo(
 
     say(f"1/5 simulating {len(train_users)} users (the teacher answers; logged) ...")
     log = out_dir / "simulated.jsonl"
-    _simulate(domain, train_users, log, seed)
+    simulate_teacher_dialogues(domain, train_users.tolist(), log, seed=seed)
     timings["simulate_s"] = time.perf_counter() - t0
 
     say("2/5 exporting a Bayesian teaching set from the log ...")

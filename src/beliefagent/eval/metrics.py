@@ -12,6 +12,8 @@ Per assistant (``C = R + 1`` checkpoints, ``S`` held-out queries):
   history (the answer shown, after the policy).
 - ``agreement_heldout_by_round`` / ``agreement_dialogue`` — same answer as the Bayesian teacher.
 - ``invalid_rate`` — share of the model's answers that named no valid option (LLMs only).
+- ``answer_shares`` — share of the answers (held-out predictions, or the dialogue's answers under
+  the dialogue protocol) on each option position / answer label: a collapsed model answers one.
 - ``informativity`` — per round, the teacher's expected information gain (EIG) of that round's
   option set, binned in tertiles; per bin the assistant's belief change (share of held-out
   predictions that changed over the round) and accuracy change; and their correlation with EIG.
@@ -73,6 +75,14 @@ def _matrix(rows: Sequence[Sequence[int | None]], width: int) -> npt.NDArray[np.
     for i, row in enumerate(rows):
         out[i, : len(row)] = [-1 if v is None else v for v in row]
     return out
+
+
+def _shares(values: npt.NDArray[np.int64], n_labels: int) -> list[float]:
+    """Percent of the valid (>= 0) entries of ``values`` on each label 0..n_labels-1."""
+    valid = values[values >= 0]
+    if not valid.size:
+        return [0.0] * n_labels
+    return _pct(np.bincount(valid, minlength=n_labels)[:n_labels] / valid.size)
 
 
 def _corr(a: FloatArray, b: FloatArray) -> float | None:
@@ -199,6 +209,7 @@ def summarize_assistant(
         agree = (pred == t_pred).mean(axis=2)  # (U, C)
         out["agreement_heldout_by_round"] = _pct(agree.mean(axis=0))
         out["agreement_heldout"] = _pct(np.array(agree[:, 1:].mean()))[0]
+        out["answer_shares"] = _shares(pred, task.n_labels)
         gains = np.stack([t.info_gain for t in traces])  # (U, R)
         edges = np.quantile(gains, [1 / 3, 2 / 3])
         out["informativity"] = _informativity(pred, truth, gains, edges)
@@ -217,6 +228,7 @@ def summarize_assistant(
     else:  # dialogue protocol: no held-out queries
         out["accuracy_by_round"] = out["dialogue_accuracy_by_round"]
         out["accuracy_ci"] = out["dialogue_accuracy_ci"]
+        out["answer_shares"] = _shares(shown, task.n_labels)
     if isinstance(task, ChoiceTask):
         probe = _probe(
             [r.probe for r in results],

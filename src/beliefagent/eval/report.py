@@ -66,8 +66,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "| assistant | in-dialogue acc % | agree w/ teacher (held-out) % | agree w/ teacher "
         "(dialogue) % | invalid % | probe r (true) | probe r (teacher) | probe sign acc % "
-        "| entropy (teacher) | ECE | tokens in/out | cost $ |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| entropy (teacher) | ECE | answer shares % | tokens in/out | cost $ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in summary["assistants"]:
         probe = a.get("probe") or {}
@@ -84,6 +84,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f" | {_opt(probe.get('corr_teacher'), '{:.2f}')}"
             f" | {_opt(probe.get('sign_accuracy_true'))} | {ent}"
             f" | {_opt(cal.get('ece'), '{:.3f}')}"
+            f" | {'/'.join(f'{v:.0f}' for v in a.get('answer_shares', []))}"
             f" | {a['tokens']['prompt']}/{a['tokens']['completion']} | {a['cost_usd']:.4f} |"
         )
     if heldout:

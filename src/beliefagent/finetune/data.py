@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 """Label value that cross-entropy skips (every token that is not part of an answer)."""
 
+DEFAULT_ANSWER_PREFIX = "The best option is "
+"""Where the option label starts in a choice domain's answer; a row's ``answer_prefix`` field
+overrides it (a questionnaire answers "My prediction: 3.")."""
+
 
 @dataclass(frozen=True)
 class ChatExample:
@@ -61,6 +65,7 @@ class ChatExample:
     user_id: Any = None
     domain: str = ""
     target: str = ""
+    answer_prefix: str = DEFAULT_ANSWER_PREFIX
 
     @classmethod
     def from_dict(cls, row: dict[str, Any], *, path: str = "", line: int = 0) -> ChatExample:
@@ -104,6 +109,7 @@ class ChatExample:
             user_id=row.get("user_id"),
             domain=str(row.get("domain", "")),
             target=str(row.get("target", "")),
+            answer_prefix=str(row.get("answer_prefix", DEFAULT_ANSWER_PREFIX)),
         )
 
 
@@ -190,18 +196,21 @@ def encode_example(
     tokenizer: PreTrainedTokenizerBase,
     *,
     max_length: int = 2048,
-    answer_prefix: str = "The best option is ",
+    answer_prefix: str | None = None,
 ) -> EncodedExample | None:
     """Tokenize a whole dialogue with the tokenizer's chat template, segment by segment.
 
     The answer tokens (the assistant's reply and the template's end-of-turn marker) are the only
     ones with labels. The option label is found as the first text after the last occurrence of
-    ``answer_prefix`` in the reply ("The best option is Flight 2." -> "2" is located from its
-    surrounding item word: the token right after ``"... Flight "``). Turns that do not fit in
-    ``max_length`` are dropped from the end; returns None when not even the first answer fits.
+    ``answer_prefix`` (default: the example's own) in the reply ("The best option is Flight 2."
+    -> "2" is located from its surrounding item word: the token right after ``"... Flight "``).
+    Turns that do not fit in ``max_length`` are dropped from the end; returns None when not even
+    the first answer fits.
     """
     if not tokenizer.is_fast:
         raise ConfigError("label scoring needs a fast tokenizer", field="tokenizer", value=None)
+    if answer_prefix is None:
+        answer_prefix = example.answer_prefix
     ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
