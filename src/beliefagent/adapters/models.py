@@ -149,14 +149,17 @@ def load_model(
     adapter_path: str | os.PathLike[str] | None = None,
     *,
     device: str = "cpu",
+    dtype: str = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer: float32, eval mode, on ``device``.
+    """Load a causal LM and its tokenizer: eval mode, on ``device``, weights in ``dtype``.
 
     Args:
         path: ``None`` for the embedded default model; a transformers model folder; or a
             ``.gguf`` file (loaded dequantized, not cached).
         adapter_path: a PEFT (LoRA) adapter folder applied on top (``PeftModel``).
         device: a torch device string.
+        dtype: ``float32`` (default), ``bfloat16`` or ``float16``; the weights are loaded in
+            that type directly (a 7-9B model in bf16 never exists in float32 in memory).
 
     Loading never consumes or depends on the global torch RNG (it runs under ``fork_rng``),
     so ``torch.manual_seed`` before or after makes no difference to the weights.
@@ -166,15 +169,20 @@ def load_model(
         torch_device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"not a torch device: {exc}", field="device", value=device) from exc
+    if dtype not in _DTYPES:
+        raise ConfigError(f"must be one of {sorted(_DTYPES)}", field="dtype", value=dtype)
+    torch_dtype = getattr(torch, dtype)
     with torch.random.fork_rng(devices=[]):
         if path is None:
-            model, tokenizer = _from_pretrained(default_model_dir())
+            model, tokenizer = _from_pretrained(default_model_dir(), dtype=torch_dtype)
         else:
             local = Path(path).expanduser()
             if local.is_file() and local.suffix == ".gguf":
-                model, tokenizer = _from_pretrained(local.parent, gguf_file=local.name)
+                model, tokenizer = _from_pretrained(
+                    local.parent, gguf_file=local.name, dtype=torch_dtype
+                )
             elif (local / "config.json").is_file():
-                model, tokenizer = _from_pretrained(local)
+                model, tokenizer = _from_pretrained(local, dtype=torch_dtype)
             else:
                 raise ConfigError(
                     "not a local model folder (with config.json) or .gguf file;"
@@ -191,7 +199,12 @@ def load_model(
     return model, tokenizer
 
 
-def _from_pretrained(folder: Path, gguf_file: str | None = None) -> tuple[Any, Any]:
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _from_pretrained(
+    folder: Path, gguf_file: str | None = None, dtype: Any = None
+) -> tuple[Any, Any]:
     torch, transformers = _import_local_stack()
     extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
@@ -204,7 +217,7 @@ def _from_pretrained(folder: Path, gguf_file: str | None = None) -> tuple[Any, A
             folder,
             local_files_only=True,
             output_loading_info=True,
-            **{dtype_kwarg: torch.float32},
+            **{dtype_kwarg: torch.float32 if dtype is None else dtype},
             **extra,
         )
     except ImportError as exc:  # e.g. the gguf package is missing

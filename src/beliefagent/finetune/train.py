@@ -339,9 +339,8 @@ def _build_model(config: FinetuneConfig) -> tuple[Any, Any]:
 
     model: Any
     tokenizer: Any
-    model, tokenizer = load_model(config.model_path)
-    if config.dtype == "bfloat16":
-        model.to(torch.bfloat16)
+    # bf16 recipes load bf16 weights directly (no float32 copy of a 7-9B model in memory)
+    model, tokenizer = load_model(config.model_path, dtype=config.dtype)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
