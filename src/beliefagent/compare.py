@@ -87,11 +87,12 @@ _DEFAULTS: dict[tuple[str, bool], CompareSizes] = {
         heldout_sets=8,
         eval_rounds=10,
     ),
+    # ~13 min of training per arm on 2 cores (a 10-item dialogue is ~560 tokens)
     ("questionnaire", False): CompareSizes(
-        train_users=160,
+        train_users=80,
         train_rounds=10,
         steps=40,
-        batch_size=4,
+        batch_size=2,
         lr=1e-3,
         lora_r=16,
         eval_users=16,

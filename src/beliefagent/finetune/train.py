@@ -516,7 +516,7 @@ def finetune(
             with ctx, accel.autocast():
                 loss, stats = _batch_loss(model, batch, config.loss, config.kl_weight)
                 accel.backward(loss / config.grad_accum)
-            total_loss += float(loss) / config.grad_accum
+            total_loss += float(loss.detach()) / config.grad_accum
             for key, v in stats.items():
                 sums[key] = sums.get(key, 0.0) + v / config.grad_accum
             seen += batch["input_ids"].size(0) * world
