@@ -53,7 +53,7 @@ ARMS: dict[str, tuple[str, str]] = {
 class CompareSizes:
     """The budget of a comparison; every arm gets the same."""
 
-    train_users: int  # simulated teaching users (= dialogues)
+    train_users: int  # teaching dialogues (distinct users while the hypothesis space allows)
     train_rounds: int  # rounds per teaching dialogue (questionnaire: items)
     steps: int
     batch_size: int
@@ -155,13 +155,17 @@ def _choice_teaching_sets(
     held = {tuple(w) for w in np.asarray(task.user_weights).tolist()}
     weights = domain.hypothesis_weights()
     pool = [i for i, w in enumerate(weights.tolist()) if tuple(w) not in held]
-    if sizes.train_users > len(pool):
+    if not pool:
         raise ConfigError(
-            f"at most {len(pool)} users are left once the evaluation users are held out",
-            field="train_users",
-            value=sizes.train_users,
+            "no user is left once the evaluation users are held out",
+            field="eval_users",
+            value=sizes.eval_users,
         )
-    users = np.random.default_rng(seed + 1).choice(pool, size=sizes.train_users, replace=False)
+    # more dialogues than users (small hypothesis spaces): users repeat, each dialogue on its
+    # own option sets
+    users = np.random.default_rng(seed + 1).choice(
+        pool, size=sizes.train_users, replace=sizes.train_users > len(pool)
+    )
     log = out / "teaching-dialogues.jsonl"
     simulate_teacher_dialogues(
         domain, users.tolist(), log, seed=seed + 2, rounds=sizes.train_rounds
