@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,52 @@ def test_killed_writer_loses_nothing_it_reported(log_path: Path) -> None:
     after = read_trajectories(log_path)
     assert after.invalid == [] and after.torn == result.torn
     assert completed_session_ids(after.records) == {"crash"}
+
+
+def test_group_commit_fsyncs_in_batches_and_on_close(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    records = make_session("s1", 40)
+    log = TrajectoryWriter(log_path, fsync=True, fsync_interval=3600.0)
+    for record in records:
+        log.write(record)
+    # written (a killed process loses nothing) but not one fsync per record
+    assert read_trajectories(log_path).records == records
+    assert len(synced) <= 1  # at most the new file's directory entry
+    log.close()
+    assert len(synced) >= 1 and read_trajectories(log_path).records == records
+    # a short interval syncs from the background thread while the writer stays open
+    synced.clear()
+    with TrajectoryWriter(log_path, fsync=True, fsync_interval=0.01) as log:
+        log.write(records[0])
+        deadline = time.monotonic() + 5
+        while not synced and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert synced, "the background thread fsynced the pending record"
+        assert "fsync_interval=0.01" in repr(log)
+
+
+def test_per_record_fsync_is_the_default(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")  # an existing file: no directory fsync
+    with TrajectoryWriter(log_path) as log:
+        for record in make_session("s1", 2):
+            log.write(record)
+    assert len(synced) == 4
+
+
+def test_negative_fsync_interval_names_the_field(log_path: Path) -> None:
+    with pytest.raises(InputError) as info:
+        TrajectoryWriter(log_path, fsync_interval=-1)
+    assert info.value.field == "fsync_interval" and info.value.value == -1

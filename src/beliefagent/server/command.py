@@ -139,6 +139,13 @@ def serve_command(
     log_fsync: Annotated[
         bool, typer.Option(help="fsync every log record (off: faster, survives crashes only).")
     ] = True,
+    log_fsync_interval: Annotated[
+        float,
+        typer.Option(
+            help="Group commit: fsync the log at most every N seconds instead of per record "
+            "(a killed server loses nothing; a power loss, the last N seconds). 0 = per record."
+        ),
+    ] = 0.0,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
     api_key_env: Annotated[
@@ -220,7 +227,11 @@ def serve_command(
         retries=upstream_retries,
         local_max_tokens=local_max_tokens,
     )
-    writer = TrajectoryWriter(log, fsync=log_fsync) if log is not None else None
+    writer = (
+        TrajectoryWriter(log, fsync=log_fsync, fsync_interval=log_fsync_interval)
+        if log is not None
+        else None
+    )
     app = create_app(registry, config, log=writer)
     server = uvicorn.Server(
         uvicorn.Config(
