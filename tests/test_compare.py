@@ -111,6 +111,8 @@ def test_flight_comparison_runs_the_loop_with_disjoint_users(tmp_path: Path) -> 
     teach_users = {json.loads(x)["user_id"] for x in teach}
     assert eval_users and teach_users and not eval_users & teach_users
     assert (out / "report" / "accuracy_by_round.png").is_file()
+    table = (out / "comparison.md").read_text()
+    assert "| bayes-soft | bayes-soft / kl |" in table and "*Bayesian teacher*" in table
 
 
 @pytest.mark.slow

@@ -265,7 +265,7 @@ def compare_teaching_cmd(
     from beliefagent.compare import compare_teaching, default_sizes
 
     sizes = default_sizes(domain, quick)
-    changes = {
+    changes: dict[str, Any] = {
         k: v
         for k, v in dict(
             steps=steps,

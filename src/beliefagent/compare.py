@@ -36,7 +36,14 @@ import numpy as np
 from beliefagent.domains import ChoiceDomain, QuestionnaireDomain, load_domain
 from beliefagent.errors import ConfigError
 
-__all__ = ["ARMS", "CompareSizes", "compare_teaching", "default_sizes"]
+__all__ = [
+    "ARMS",
+    "CompareSizes",
+    "compare_teaching",
+    "comparison_markdown",
+    "default_sizes",
+    "questionnaire_teaching_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +286,61 @@ def _questionnaire_teaching_sets(
 # --- the comparison --------------------------------------------------------------------------
 
 
+def _cell(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def comparison_markdown(summary: dict[str, Any]) -> str:
+    """The comparison as markdown: accuracy by round with 95 % CIs, then agreement with the
+    teacher, predictive entropy (teacher's beside it), answer shares and training loss."""
+    n = len(summary["teacher_accuracy_by_round"])
+    sizes = summary["sizes"]
+    lines = [
+        f"# Teaching comparison: {summary['domain']}",
+        "",
+        f"{sizes['eval_users']} evaluation users x {sizes['heldout_sets']} held-out queries, "
+        f"disjoint from the {sizes['train_users']} teaching dialogues; every arm: LoRA "
+        f"r{sizes['lora_r']}, {sizes['steps']} steps x {sizes['batch_size']} dialogues, lr "
+        f"{sizes['lr']:g}, seed {summary['seed']}. Chance {summary['chance']:.1f} %. Intervals: "
+        "95 % bootstrap over users.",
+        "",
+        "| assistant | " + " | ".join(f"R{r}" for r in range(n)) + " |",
+        "|---|" + "---|" * n,
+        "| *Bayesian teacher* | "
+        + " | ".join(f"{v:.1f}" for v in summary["teacher_accuracy_by_round"])
+        + " |",
+    ]
+    for a in summary["arms"]:
+        if a["name"] == "bayes":
+            continue
+        cells = [
+            f"{m:.1f} [{lo:.0f}–{hi:.0f}]"
+            for m, (lo, hi) in zip(a["accuracy_by_round"], a["accuracy_ci"], strict=True)
+        ]
+        lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| assistant | teaching target / loss | final train loss | agreement with teacher % "
+        "(held-out, R1+) | in-dialogue accuracy % | predictive entropy, nats (teacher) "
+        "| answer shares % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in summary["arms"]:
+        taught = f"{a['target']} / {a['loss']}" if "target" in a else "–"
+        entropy = (
+            f"{a['mean_entropy']:.3f} ({a['teacher_mean_entropy']:.3f})"
+            if a.get("mean_entropy") is not None and a.get("teacher_mean_entropy") is not None
+            else "–"
+        )
+        shares = "/".join(f"{v:.0f}" for v in a.get("answer_shares") or [])
+        lines.append(
+            f"| {a['name']} | {taught} | {_cell(a.get('final_train_loss'), '{:.3f}')} "
+            f"| {_cell(a.get('agreement_heldout'))} | {_cell(a.get('dialogue_accuracy'))} "
+            f"| {entropy} | {shares} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _arm_row(summary: dict[str, Any], name: str) -> dict[str, Any]:
     for a in summary["assistants"]:
         if a["name"] == name:
@@ -427,4 +489,5 @@ def compare_teaching(
         "total_s": round(time.perf_counter() - t0, 1),
     }
     (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "comparison.md").write_text(comparison_markdown(summary))
     return summary
