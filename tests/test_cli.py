@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -32,3 +33,22 @@ def test_bad_input_exits_2_with_field_and_value() -> None:
         check=False,
     )
     assert proc.returncode == 2 and "users=0" in proc.stderr
+
+
+def test_compare_teaching_bad_arm_and_budget_exit_2(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "beliefagent.cli", "compare-teaching", "--quick"]
+    proc = subprocess.run(
+        [*base, "--arm", "magic", "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "arm=" in proc.stderr and "magic" in proc.stderr
+    proc = subprocess.run(
+        [*base, "--steps", "0", "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "steps=0" in proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -17,11 +17,16 @@ from beliefagent.compare import (
 )
 from beliefagent.domains import QuestionnaireDomain, load_domain
 from beliefagent.errors import ConfigError
-from beliefagent.eval.tasks import QuestionnaireFormat, make_questionnaire_task, teacher_traces
+from beliefagent.eval.tasks import (
+    QuestionnaireFormat,
+    QuestionnaireTask,
+    make_questionnaire_task,
+    teacher_traces,
+)
 from beliefagent.finetune.data import ChatExample
 
 
-def _task(users: int = 3, rounds: int = 4):  # type: ignore[no-untyped-def]
+def _task(users: int = 3, rounds: int = 4) -> QuestionnaireTask:
     domain = load_domain("bigfive")
     assert isinstance(domain, QuestionnaireDomain)
     return make_questionnaire_task(domain, users=users, heldout_items=5, rounds=rounds, seed=3)
