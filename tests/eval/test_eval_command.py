@@ -47,7 +47,12 @@ def test_report_files(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "| assistant | R0 | R1 | R2 | R3 | R4 | R5 |" in report
     assert "| bayes | " in report and "| oracle | " in report
-    for png in ("accuracy_by_round.png", "informativity.png", "calibration.png"):
+    for png in (
+        "accuracy_by_round.png",
+        "informativity.png",
+        "calibration.png",
+        "entropy_by_round.png",
+    ):
         data = (out / png).read_bytes()
         assert len(data) > 1000 and data.startswith(b"\x89PNG")
     # rerunning into the same directory resumes: nothing is recomputed

@@ -7,13 +7,16 @@ Plots (matplotlib, Agg backend, no display needed):
 - ``informativity.png`` — belief change per tertile of the option sets' expected information
   gain, per assistant;
 - ``calibration.png`` — reliability curves of the assistants that give label probabilities
-  (written only when at least one does).
+  (written only when at least one does);
+- ``entropy_by_round.png`` — mean predictive entropy after each round of those assistants, with
+  the teacher's on the same queries (dashed) and the uniform guess (dotted).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +115,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 + " | ".join(cells)
                 + f" | {_opt(inf['corr_eig_belief_change'], '{:.2f}')} |"
             )
-    lines += ["", "Plots: accuracy_by_round.png, informativity.png, calibration.png.", ""]
+    lines += [
+        "",
+        "Plots: accuracy_by_round.png, informativity.png, calibration.png, entropy_by_round.png.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -188,6 +195,28 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
         fig.savefig(out / "calibration.png", dpi=110)
         plt.close(fig)
         written.append("calibration.png")
+
+    with_ent = [a for a in with_cal if a["calibration"].get("entropy_by_round")]
+    if with_ent:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        teacher_ent = None
+        for a in with_ent:
+            cal = a["calibration"]
+            ys = cal["entropy_by_round"]
+            ax.plot(range(len(ys)), ys, marker="o", label=a["name"])
+            teacher_ent = teacher_ent or cal.get("teacher_entropy_by_round")
+        if teacher_ent:
+            ax.plot(range(len(teacher_ent)), teacher_ent, "k--", label="Bayesian teacher")
+        n_labels = round(100 / summary["chance"])
+        ax.axhline(math.log(n_labels), color="grey", linestyle=":", label="uniform guess")
+        ax.set_xlabel("after round")
+        ax.set_ylabel("mean predictive entropy (nats)")
+        ax.set_title("Predictive entropy on held-out queries")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "entropy_by_round.png", dpi=110)
+        plt.close(fig)
+        written.append("entropy_by_round.png")
     return written
 
 
