@@ -132,7 +132,15 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
     except ImportError:
         logger.warning("matplotlib is not installed: no plots (pip install 'beliefagent[plot]')")
         return []
-    written = []
+    written: list[str] = []
+
+    def save(fig: Any, ax: Any, name: str) -> None:
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
     heldout = summary["n_heldout"] > 0
     first = 0 if heldout else 1
     teacher = summary["teacher_accuracy_by_round"]
@@ -150,11 +158,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
     ax.set_title(f"{summary['domain']}: {summary['n_users']} users (95% CI over users)")
     ax.set_ylim(0, 103)
     ax.set_xticks(xs)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_by_round.png", dpi=110)
-    plt.close(fig)
-    written.append("accuracy_by_round.png")
+    save(fig, ax, "accuracy_by_round.png")
 
     with_inf = [a for a in summary["assistants"] if a.get("informativity")]
     if with_inf:
@@ -167,11 +171,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
         ax.set_xticklabels(["low EIG", "mid EIG", "high EIG"])
         ax.set_ylabel("held-out predictions changed (%)")
         ax.set_title("Belief change vs informativity of the round's option set")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "informativity.png", dpi=110)
-        plt.close(fig)
-        written.append("informativity.png")
+        save(fig, ax, "informativity.png")
 
     with_cal = [a for a in summary["assistants"] if a.get("calibration")]
     if with_cal:
@@ -190,11 +190,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title("Reliability on held-out queries")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "calibration.png", dpi=110)
-        plt.close(fig)
-        written.append("calibration.png")
+        save(fig, ax, "calibration.png")
 
     with_ent = [a for a in with_cal if a["calibration"].get("entropy_by_round")]
     if with_ent:
@@ -212,11 +208,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
         ax.set_xlabel("after round")
         ax.set_ylabel("mean predictive entropy (nats)")
         ax.set_title("Predictive entropy on held-out queries")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "entropy_by_round.png", dpi=110)
-        plt.close(fig)
-        written.append("entropy_by_round.png")
+        save(fig, ax, "entropy_by_round.png")
     return written
 
 
