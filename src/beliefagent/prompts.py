@@ -9,6 +9,21 @@ A dialogue alternates::
 
 The intro and question come from the domain spec; the answer and feedback sentences use the
 domain's item word ("Flight", "Hotel").
+
+Two **prompt styles** exist (:data:`PROMPT_STYLES`):
+
+- ``"paper"`` (the default) is the wording above, byte-identical to the paper's release;
+- ``"compact"`` writes each option as its feature codes on a 0-10 scale and drops the prose,
+  about 2.3x fewer tokens per dialogue for the bundled tokenizer (cheaper training and scoring)::
+
+    user:      Pick the flight I prefer; my preferences stay the same. Each flight: departure
+               time, duration, number of stops, price (0-10).\n1: 3 7 5 10\n2: 0 4 0 9\n3: 10 2 10 1
+    assistant: 2
+    user:      No, 3.\n1: ...
+    assistant: 3
+
+A model trained on one style must be asked in that style: the style is recorded in a tuned
+adapter's metadata (see :mod:`beliefagent.adapters.models`) and picked up from there.
 """
 
 from __future__ import annotations
@@ -16,15 +31,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from beliefagent.domains import ChoiceDomain
+from beliefagent.errors import ConfigError
 
 __all__ = [
+    "PROMPT_STYLES",
     "DialoguePrompts",
     "Message",
     "build_dialogue",
+    "check_prompt_style",
 ]
 
 Message = dict[str, str]
+
+PROMPT_STYLES = ("paper", "compact")
+"""The dialogue renderings a model can be trained and asked in."""
+
+
+def check_prompt_style(style: str, field: str = "prompt_style") -> str:
+    """``style`` if it is one of :data:`PROMPT_STYLES`, else a :class:`ConfigError`."""
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"must be one of {list(PROMPT_STYLES)}", field=field, value=style)
+    return style
 
 
 @dataclass(frozen=True)
@@ -38,23 +69,54 @@ class DialoguePrompts:
     correct: str = "Your option {item} {label} is correct."
     incorrect: str = "Your option {item} {label} is incorrect. I prefer {item} {choice}."
     answer_prefix: str = "The best option is {item} "
+    style: str = "paper"
 
     @classmethod
-    def for_domain(cls, domain: ChoiceDomain) -> DialoguePrompts:
+    def for_domain(cls, domain: ChoiceDomain, style: str = "paper") -> DialoguePrompts:
+        if check_prompt_style(style) == "compact":
+            word = domain.item.lower()
+            labels = ", ".join(f.label for f in domain.features)
+            return cls(
+                item=domain.item,
+                intro=f"Pick the {word} I prefer; my preferences stay the same. "
+                f"Each {word}: {labels} (0-10).",
+                question="",
+                answer="{label}",
+                correct="Yes, {label}.",
+                incorrect="No, {choice}.",
+                answer_prefix="",
+                style="compact",
+            )
         return cls(
             item=domain.item, intro=domain.spec.prompts.intro, question=domain.spec.prompts.question
         )
 
+    def render_options(self, domain: ChoiceDomain, option_set: npt.ArrayLike) -> list[str]:
+        """The option lines of one round in this style: the domain's own text (``"paper"``), or
+        ``"1: 3 7 5 10"``, each feature's [0, 1] code times 10, rounded (``"compact"``)."""
+        if self.style != "compact":
+            return domain.render_options(option_set)
+        codes = np.rint(10 * domain.codes(domain.validate_option_set(option_set)))  # (O, F)
+        return [
+            f"{domain.label(i)}: " + " ".join(str(int(c)) for c in row)
+            for i, row in enumerate(codes)
+        ]
+
     def options_block(self, option_texts: Sequence[str]) -> str:
+        if not self.question:
+            return "\n".join(option_texts)
         return f"{self.question}\n\n" + "\n".join(option_texts)
 
     def first_message(self, option_texts: Sequence[str], hint: str | None = None) -> str:
-        return self._with_hint(f"{self.intro}\n\n{self.options_block(option_texts)}", hint)
+        sep = "\n\n" if self.question else "\n"
+        return self._with_hint(f"{self.intro}{sep}{self.options_block(option_texts)}", hint)
 
     def feedback(self, shown: int | None, choice: int) -> str:
         """What the user says after seeing answer ``shown`` (0-based) and choosing ``choice``.
         With no valid answer shown, the user just names their preference."""
         if shown is None:
+            if self.style == "compact":
+                return f"I prefer {choice + 1}."
             return f"I prefer {self.item} {choice + 1}."
         if shown == choice:
             return self.correct.format(item=self.item, label=shown + 1)
@@ -63,8 +125,9 @@ class DialoguePrompts:
     def next_message(
         self, shown: int | None, choice: int, option_texts: Sequence[str], hint: str | None = None
     ) -> str:
+        sep = "\n\n" if self.question else "\n"
         return self._with_hint(
-            f"{self.feedback(shown, choice)}\n\n{self.options_block(option_texts)}", hint
+            f"{self.feedback(shown, choice)}{sep}{self.options_block(option_texts)}", hint
         )
 
     def answer_text(self, index: int) -> str:

@@ -174,9 +174,18 @@ class TeachingExample:
     user_choices: list[int]
     emptied: bool = False
     """the teacher's belief emptied (only with ``keep_emptied``; otherwise such are skipped)"""
+    prompt_style: str = "paper"
+    """the rendering of the chat (:data:`beliefagent.prompts.PROMPT_STYLES`)"""
+    answer_prefix: str | None = None
+    """where the label starts in an answer, when not the paper's "The best option is " """
 
     def to_chat(self) -> dict[str, Any]:
         """The ``chat`` line: the paper's data release / TRL ``messages`` format plus fields."""
+        extra: dict[str, Any] = {}
+        if self.prompt_style != "paper":
+            extra["prompt_style"] = self.prompt_style
+        if self.answer_prefix is not None:
+            extra["answer_prefix"] = self.answer_prefix
         return {
             "id": self.id,
             "user_id": self.user_id,
@@ -188,6 +197,7 @@ class TeachingExample:
             "labels": self.labels,
             "user_choices": self.user_choices,
             "emptied": self.emptied,
+            **extra,
         }
 
     def to_openai(self) -> dict[str, Any]:
@@ -333,7 +343,7 @@ def build_examples(
                 )
             )
             continue
-        option_texts = [[domain.render_option(row, i) for i, row in enumerate(s)] for s in sets]
+        option_texts = [wording.render_options(domain, s) for s in sets]
         messages = build_dialogue(wording, option_texts, answers=targets, choices=choices)
         if include_user_messages and session.user_messages is not None:
             for r, text in enumerate(session.user_messages[: len(choices)]):
@@ -352,6 +362,8 @@ def build_examples(
                 labels=list(labels),
                 user_choices=choices,
                 emptied=emptied,
+                prompt_style=wording.style,
+                answer_prefix=None if wording.style == "paper" else wording.prefix(),
             )
         )
     return examples, skipped

@@ -233,7 +233,8 @@ def encode_example(
         answer = full[len(ctx) :]
         content = msg["content"]
         target = example.targets[answer_no]
-        cut = content.rfind(answer_prefix)
+        # an empty prefix (the compact prompt style answers just "2") starts at the reply
+        cut = content.rfind(answer_prefix) if answer_prefix else 0
         if cut < 0:
             raise DataError(f"assistant turn {answer_no} lacks {answer_prefix!r}", path=example.id)
         label_text = example.labels[target]

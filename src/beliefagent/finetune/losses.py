@@ -19,13 +19,17 @@ from beliefagent.finetune.data import IGNORE_INDEX
 __all__ = ["answer_cross_entropy", "label_kl", "label_log_probs"]
 
 
-def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def answer_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, *, shifted: bool = False
+) -> torch.Tensor:
     """Mean next-token cross-entropy over the tokens whose label is not ``IGNORE_INDEX``.
 
-    ``logits (B, T, V)``, ``labels (B, T)`` aligned with the inputs (the shift happens here).
+    ``logits (B, T, V)``, ``labels (B, T)`` aligned with the inputs (the shift happens here);
+    with ``shifted``, ``labels[:, t]`` is already the token that ``logits[:, t]`` predicts (the
+    logits were kept at selected positions only).
     """
-    shift_logits = logits[:, :-1].float()  # (B, T-1, V)
-    shift_labels = labels[:, 1:]  # (B, T-1)
+    shift_logits = logits.float() if shifted else logits[:, :-1].float()  # (B, T', V)
+    shift_labels = labels if shifted else labels[:, 1:]  # (B, T')
     return F.cross_entropy(
         shift_logits.reshape(-1, shift_logits.size(-1)),
         shift_labels.reshape(-1),

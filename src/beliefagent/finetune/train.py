@@ -36,6 +36,7 @@ from beliefagent.finetune.config import (
     FinetuneConfig,
 )
 from beliefagent.finetune.data import (
+    IGNORE_INDEX,
     EncodedExample,
     collate,
     encode_examples,
@@ -399,10 +400,17 @@ def _batch_loss(
     if loss_kind == "kl":
         logits, pos = _label_logits(model, batch)  # (B, P, V), (B, A)
     else:
+        # logits only where the next token is an answer token (the LM head is ~20 % of a
+        # small model's compute; the prompt's positions carry no loss)
+        labels = batch["labels"]  # (B, T)
+        keep = torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(0))[:, 0]  # (P,) sorted
         logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits  # (B, T, V)
-        pos = batch["label_positions"]
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            logits_to_keep=keep,
+        ).logits  # (B, P, V)
+        pos = torch.searchsorted(keep, batch["label_positions"])  # (B, A)
+        next_tokens = labels[:, keep + 1]  # (B, P): what each kept position predicts
     log_q = label_log_probs(logits, pos, batch["label_token_ids"])  # (B, A, K)
     kl = label_kl(log_q, batch["soft_targets"], batch["label_mask"])
     m = batch["label_mask"]
@@ -410,7 +418,7 @@ def _batch_loss(
     stats = {"label_kl": float(kl.detach()), "label_nll": float(nll.detach())}
     if loss_kind == "kl":
         return kl, stats
-    ce = answer_cross_entropy(logits, batch["labels"])
+    ce = answer_cross_entropy(logits, next_tokens, shifted=True)
     stats["answer_ce"] = float(ce.detach())
     return (ce if loss_kind == "ce" else ce + kl_weight * kl), stats
 

@@ -1,0 +1,184 @@
+"""The positive control and its ladder toward the real task: does LoRA fine-tuning of the bundled
+SmolLM2 teach a content-dependent choice, and how many examples does each step need?
+
+Rungs (each trains a fresh adapter with the same recipe and evaluates on held-out dialogues):
+
+    price      options show only their price; the user always wants the cheapest (oracle targets)
+    two        duration and price; the same user (duration is a distractor)
+    fixed4     the paper's four features; the same user
+    random4    the real task: a random user from the 624, Bayesian-teacher targets, 5 rounds
+
+For each rung it prints the held-out accuracy (against the user's choice), agreement with the
+targets, the label NLL against ln 3 (uniform) and the number of training examples seen when
+the running training label NLL first fell below ``--threshold`` x ln 3 ("examples needed"; None if
+it never did). ``--style`` picks the prompt rendering (``compact`` or ``paper``).
+
+    python benchmarks/teaching_ladder.py --rung price --examples 1200 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beliefagent.domains import ChoiceDomain, load_domain
+from beliefagent.export import build_examples
+from beliefagent.finetune import FinetuneConfig, finetune
+from beliefagent.prompts import DialoguePrompts
+
+RUNGS = {
+    "price": (["price"], 1),
+    "two": (["duration", "price"], 1),
+    "fixed4": (None, 1),
+    "random4": (None, 5),
+}
+LN3 = math.log(3)
+
+
+def rung_domain(rung: str) -> ChoiceDomain:
+    names, _ = RUNGS[rung]
+    flight = load_domain("flight")
+    return flight if names is None else flight.subset(names)
+
+
+def make_sessions(
+    domain: ChoiceDomain, rung: str, n: int, rng: np.random.Generator, rounds: int, offset: int
+) -> list[tuple[Any, ...]]:
+    """``n`` sessions of ``rounds`` rounds: ``(session_id, user_id, option_sets, choices)``."""
+    weights = domain.hypothesis_weights()
+    fixed = np.zeros(domain.n_features)
+    fixed[list(domain.feature_names).index("price")] = -1.0  # the cheapest flight
+    sessions = []
+    for i in range(n):
+        w = fixed if rung != "random4" else weights[int(rng.integers(len(weights)))]
+        sets = domain.random_option_sets(rng, rounds)  # (R, O, F)
+        rewards = domain.codes(sets) @ w  # (R, O)
+        choices = [int(np.flatnonzero(r >= r.max() - 1e-9)[0]) for r in rewards]
+        sessions.append((f"s{offset + i}", f"u{offset + i}", sets, choices))
+    return sessions
+
+
+def write_set(path: Path, domain: ChoiceDomain, sessions: list[Any], target: str, style: str):
+    prompts = DialoguePrompts.for_domain(domain, style)
+    examples, _ = build_examples(domain, sessions, target, seed=0, prompts=prompts)
+    with path.open("w") as f:
+        for e in examples:
+            f.write(json.dumps(e.to_chat()) + "\n")
+    return len(examples)
+
+
+def examples_needed(curve: list[dict[str, float]], batch: int, threshold: float) -> int | None:
+    """Examples seen when a 5-step running mean of the label NLL first fell below the mark."""
+    vals = [c["label_nll"] for c in curve]
+    for i in range(len(vals)):
+        window = vals[max(0, i - 4) : i + 1]
+        if len(window) == 5 and np.mean(window) < threshold * LN3:
+            return int(curve[i]["step"]) * batch
+    return None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    domain = rung_domain(args.rung)
+    rounds = args.rounds or RUNGS[args.rung][1]
+    rng = np.random.default_rng(args.seed)
+    target = "oracle" if args.rung != "random4" else args.target
+    out = Path(args.out or tempfile.mkdtemp(prefix=f"ladder-{args.rung}-"))
+    out.mkdir(parents=True, exist_ok=True)
+    n_train = args.examples // rounds  # examples = supervised answers
+    train = make_sessions(domain, args.rung, n_train, rng, rounds, 0)
+    held = make_sessions(domain, args.rung, args.eval_dialogues, rng, rounds, 10**6)
+    write_set(out / "train.jsonl", domain, train, target, args.style)
+    write_set(out / "eval.jsonl", domain, held, target, args.style)
+    steps = math.ceil(n_train / args.batch_size)
+    config = FinetuneConfig(
+        data=str(out / "train.jsonl"),
+        eval_data=str(out / "eval.jsonl"),
+        output_dir=str(out / "adapter"),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_steps=steps,
+        schedule="constant" if args.constant_lr else "cosine",
+        warmup_ratio=0.05,
+        dtype=args.dtype,
+        loss="kl" if target == "bayes-soft" else "ce",
+        num_threads=args.threads,
+        eval_base=False,
+        seed=args.seed,
+    )
+    config.lora.r = args.rank
+    if args.all_modules:
+        config.lora.target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                      "up_proj", "down_proj"]
+    t0 = time.perf_counter()
+    res = finetune(config, progress=not args.quiet)
+    ev = res.eval or {}
+    return {
+        "rung": args.rung,
+        "style": args.style,
+        "dtype": args.dtype,
+        "target": target,
+        "train_dialogues": n_train,
+        "train_examples": n_train * rounds,
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "rank": args.rank,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "examples_per_s": round(res.examples_per_s * rounds, 2),
+        "heldout_accuracy": ev.get("accuracy"),
+        "heldout_accuracy_by_round": ev.get("accuracy_by_round"),
+        "agreement": ev.get("agreement"),
+        "target_accuracy": ev.get("target_accuracy"),
+        "position_shares": ev.get("position_shares"),
+        "label_nll": ev.get("label_nll"),
+        "ln3": LN3,
+        "examples_needed": examples_needed(res.loss_curve, args.batch_size * rounds, args.threshold),
+        "loss_curve": [
+            {"step": c["step"], "label_nll": c["label_nll"]} for c in res.loss_curve
+        ],
+        "out": str(out),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rung", choices=list(RUNGS), default="price")
+    p.add_argument("--style", choices=["compact", "paper"], default="compact")
+    p.add_argument("--examples", type=int, default=1200, help="supervised answers to train on")
+    p.add_argument("--rounds", type=int, default=0, help="rounds per dialogue (0: the rung's)")
+    p.add_argument("--eval-dialogues", type=int, default=100)
+    p.add_argument("--target", default="bayes", help="random4 only: bayes | bayes-soft | oracle")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--constant-lr", action="store_true")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--all-modules", action="store_true", help="LoRA on all seven projections")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.8, help="fraction of ln 3")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        curve = result.pop("loss_curve")
+        for k, v in result.items():
+            print(f"{k:28s} {v}")
+        print("label NLL by step:", " ".join(f"{c['label_nll']:.2f}" for c in curve[::5]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
