@@ -115,8 +115,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     config.lora.r = args.rank
     if args.all_modules:
-        config.lora.target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                      "up_proj", "down_proj"]
+        config.lora.target_modules = [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
     t0 = time.perf_counter()
     res = finetune(config, progress=not args.quiet)
     ev = res.eval or {}
@@ -140,10 +147,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "position_shares": ev.get("position_shares"),
         "label_nll": ev.get("label_nll"),
         "ln3": LN3,
-        "examples_needed": examples_needed(res.loss_curve, args.batch_size * rounds, args.threshold),
-        "loss_curve": [
-            {"step": c["step"], "label_nll": c["label_nll"]} for c in res.loss_curve
-        ],
+        "examples_needed": examples_needed(
+            res.loss_curve, args.batch_size * rounds, args.threshold
+        ),
+        "loss_curve": [{"step": c["step"], "label_nll": c["label_nll"]} for c in res.loss_curve],
         "out": str(out),
     }
 

@@ -39,6 +39,7 @@ from beliefagent.errors import ConfigError
 __all__ = [
     "ARMS",
     "CompareSizes",
+    "choice_teaching_sets",
     "compare_teaching",
     "comparison_markdown",
     "default_sizes",
@@ -142,16 +143,17 @@ def default_sizes(domain: str, quick: bool = False) -> CompareSizes:
 # --- teaching data -------------------------------------------------------------------------
 
 
-def _choice_teaching_sets(
+def choice_teaching_sets(
     domain: ChoiceDomain,
     eval_config: Any,
     sizes: CompareSizes,
     arms: Sequence[str],
     out: Path,
     seed: int,
+    prompt_style: str = "paper",
 ) -> dict[str, Path]:
     """Simulate teaching users disjoint from the evaluation users and export one set per arm
-    from the same log. Returns arm -> train.jsonl."""
+    from the same log, rendered in ``prompt_style``. Returns arm -> train.jsonl."""
     from beliefagent.eval.harness import prepare_task
     from beliefagent.eval.tasks import ChoiceTask
     from beliefagent.export import export_teaching_set
@@ -181,7 +183,13 @@ def _choice_teaching_sets(
     for arm in arms:
         target, _ = ARMS[arm]
         export_teaching_set(
-            log, out / "teaching" / arm, target=target, fmt="chat", eval_fraction=0.0, seed=seed
+            log,
+            out / "teaching" / arm,
+            target=target,
+            fmt="chat",
+            eval_fraction=0.0,
+            seed=seed,
+            prompt_style=prompt_style,
         )
         files[arm] = out / "teaching" / arm / "train.jsonl"
     return files
@@ -415,7 +423,7 @@ def compare_teaching(
         files = _questionnaire_teaching_sets(eval_config, sizes, arms, out_dir, seed)
     else:
         assert isinstance(dom, ChoiceDomain)
-        files = _choice_teaching_sets(dom, eval_config, sizes, arms, out_dir, seed)
+        files = choice_teaching_sets(dom, eval_config, sizes, arms, out_dir, seed)
     timings["teaching_data_s"] = time.perf_counter() - t0
 
     trained: dict[str, Any] = {}

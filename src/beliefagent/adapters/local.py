@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from beliefagent.adapters.base import GenerationSettings, Message, Reply, validate_messages
-from beliefagent.adapters.models import DEFAULT_MODEL_NAME, load_model
+from beliefagent.adapters.models import DEFAULT_MODEL_NAME, adapter_prompt_style, load_model
 from beliefagent.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -99,6 +99,8 @@ class LocalBackend:
         self.name = name
         self.model = model_name
         self.adapter = adapter
+        # the rendering a tuned adapter was trained on; sessions and the eval harness ask in it
+        self.prompt_style = adapter_prompt_style(adapter)
         self.lm = lm
         self.tokenizer = tokenizer
         self._lock = threading.Lock()

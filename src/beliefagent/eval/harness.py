@@ -270,6 +270,11 @@ def _apply_policy(
     ).shown
 
 
+def _prompt_style(predictor: Predictor | None) -> str:
+    """The style the assistant's model is asked in (a tuned adapter's own; else the paper's)."""
+    return getattr(getattr(predictor, "backend", None), "prompt_style", "paper")
+
+
 def _llm_result(
     spec: AssistantSpec,
     predictor: Predictor | None,
@@ -284,7 +289,7 @@ def _llm_result(
     round; writes the dialogue's turns to ``writer``."""
     fmt: ChoiceFormat | QuestionnaireFormat
     if isinstance(task, ChoiceTask):
-        fmt = ChoiceFormat(task.domain)
+        fmt = ChoiceFormat(task.domain, _prompt_style(predictor))
         round_q: list[Any] = list(task.rounds[u])
         held_q: list[Any] = list(task.heldout)
         truth_d = task.choices[u]
@@ -579,7 +584,7 @@ def run_eval(
                         local_cache=local_cache,
                     )
                     fmt = (
-                        ChoiceFormat(task.domain)
+                        ChoiceFormat(task.domain, getattr(backend, "prompt_style", "paper"))
                         if isinstance(task, ChoiceTask)
                         else QuestionnaireFormat(task.domain)
                     )

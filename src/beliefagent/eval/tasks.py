@@ -353,16 +353,16 @@ def teacher_traces(task: Task, likelihood: ChoiceModel | None = None) -> list[Us
 class ChoiceFormat:
     """The paper's dialogue format for a choice domain; a query is an option set ``(O, F)``."""
 
-    def __init__(self, domain: ChoiceDomain) -> None:
+    def __init__(self, domain: ChoiceDomain, prompt_style: str = "paper") -> None:
         self.domain = domain
-        self.prompts = DialoguePrompts.for_domain(domain)
+        self.prompts = DialoguePrompts.for_domain(domain, prompt_style)
         self.labels = [domain.label(i) for i in range(domain.n_options)]
         self.answer_prefix = self.prompts.prefix()
 
     def user_message(self, last: tuple[int | None, int] | None, query: IntArray) -> str:
         """The user's turn: the first message, or feedback on ``last = (shown, choice)`` then
         the question about ``query``."""
-        texts = self.domain.render_options(query)
+        texts = self.prompts.render_options(self.domain, query)
         if last is None:
             return self.prompts.first_message(texts)
         return self.prompts.next_message(last[0], last[1], texts)

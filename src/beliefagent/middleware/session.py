@@ -135,7 +135,9 @@ class Session:
             self.prompts, self.n_options = prompts, n_options
             self.teacher: BayesianTeacher | None = None
         else:
-            self.prompts = prompts or DialoguePrompts.for_domain(domain)
+            # a tuned backend is asked in the prompt style it was trained on
+            style = getattr(backend, "prompt_style", "paper")
+            self.prompts = prompts or DialoguePrompts.for_domain(domain, style)
             self.n_options = domain.n_options
             self.teacher = BayesianTeacher(domain, likelihood, tie_break=tie_break, seed=seed)
         self.labels = [str(i + 1) for i in range(self.n_options)]
@@ -202,6 +204,12 @@ class Session:
         else:
             levels = self.domain.validate_option_set(np.asarray(options))
         return self.domain.render_options(levels), levels
+
+    def _prompt_texts(self, texts: list[str], levels: npt.NDArray[np.int64] | None) -> list[str]:
+        """The option lines as the LLM sees them (the logged texts stay the domain's own)."""
+        if levels is None or self.domain is None or self.prompts.style == "paper":
+            return texts
+        return self.prompts.render_options(self.domain, levels)
 
     # --- the LLM ------------------------------------------------------------------------------
     def _hint(self, result: TurnResult) -> str | None:
@@ -283,11 +291,12 @@ class Session:
             result.bayes_distribution = rec.predictive
             result.information_gain = rec.information_gain
             result.belief = self.teacher.summary()
+        shown_texts = self._prompt_texts(texts, levels)
         if self.round == 0:
-            user_text = self.prompts.first_message(texts)
+            user_text = self.prompts.first_message(shown_texts)
         else:
             prev = self._last
-            user_text = self.prompts.next_message(prev[0], prev[1], texts)
+            user_text = self.prompts.next_message(prev[0], prev[1], shown_texts)
         hint = self._hint(result)
         prompt = [
             *self.messages,
