@@ -103,7 +103,9 @@ def stage_eval(args: argparse.Namespace) -> None:
     backends: dict[str, Any] = {
         a: LocalBackend(adapter_path=out / "adapters" / a, name=a) for a in arms
     }
-    names = ["bayes", "random", *(["local"] if args.base else []), *arms]
+    if args.base:  # the base model asked both ways: the paper's prose and the tuned arms' style
+        backends["local-compact"] = LocalBackend(name="local-compact", prompt_style="compact")
+    names = ["bayes", "random", *(["local", "local-compact"] if args.base else []), *arms]
     run = run_eval(eval_config(args), names, out / "eval", backends=backends)
     files = write_report(run.summary, out / "report")
     rows = []

@@ -54,6 +54,9 @@ class LocalBackend:
         adapter_path: a PEFT adapter folder to apply.
         device: a torch device string.
         name: label for logs and reports.
+        prompt_style: the dialogue rendering sessions and the eval harness use with this model
+            (``"paper"`` or ``"compact"``); default: the style a tuned adapter records, else
+            ``"paper"``.
 
     Use :meth:`from_loaded` to wrap a model and tokenizer already in memory. Calls are
     serialised with a lock, so one backend may be shared between threads.
@@ -66,6 +69,7 @@ class LocalBackend:
         device: str = "cpu",
         *,
         name: str = "local",
+        prompt_style: str | None = None,
     ) -> None:
         lm, tokenizer = load_model(model_path, adapter_path, device=device)
         self._setup(
@@ -75,6 +79,12 @@ class LocalBackend:
             model_name=DEFAULT_MODEL_NAME if model_path is None else str(model_path),
             adapter=None if adapter_path is None else str(adapter_path),
         )
+        if prompt_style is not None:
+            if prompt_style not in ("paper", "compact"):
+                raise ConfigError(
+                    "must be 'paper' or 'compact'", field="prompt_style", value=prompt_style
+                )
+            self.prompt_style = prompt_style
 
     @classmethod
     def from_loaded(
