@@ -20,10 +20,21 @@ reuse the history's cache: one pass over the history, one batched pass over the 
 suffixes. Because the shared prefix is computed from the token ids themselves, a chat template
 that renders the history differently once more turns follow simply shares less; the cache is
 never reused for tokens that differ.
+
+Across calls. The backend keeps the KV cache of the last shared prefix it computed (one batch
+row, ``prefix_cache=True``, the default). A later call whose shared prefix starts with the same
+tokens (the next round of a dialogue: the same history plus one more turn) runs only the new
+tokens. The reuse is exact: the cache of a token depends on the tokens before it only.
+
+Precision. ``dtype="auto"`` (the default) loads the weights in bfloat16 where the hardware
+computes bf16 natively (a CPU with AVX512-BF16 or AMX, a bf16-capable GPU; see
+:func:`~beliefagent.adapters.models.resolve_dtype`), else float32. Log-probabilities are always
+normalised in float32.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import threading
@@ -32,7 +43,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from beliefagent.adapters.base import GenerationSettings, Message, Reply, validate_messages
-from beliefagent.adapters.models import DEFAULT_MODEL_NAME, adapter_prompt_style, load_model
+from beliefagent.adapters.models import (
+    DEFAULT_MODEL_NAME,
+    adapter_prompt_style,
+    load_model,
+    resolve_dtype,
+)
 from beliefagent.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -54,6 +70,10 @@ class LocalBackend:
         adapter_path: a PEFT adapter folder to apply.
         device: a torch device string.
         name: label for logs and reports.
+        dtype: the weights' type: ``auto`` (bf16 where native, else float32), ``float32``,
+            ``bfloat16`` or ``float16``.
+        prefix_cache: keep the last shared prefix's KV cache for the next call (see the module
+            docstring; it holds one prompt's cache in memory).
         prompt_style: the dialogue rendering sessions and the eval harness use with this model
             (``"paper"`` or ``"compact"``); default: the style a tuned adapter records, else
             ``"paper"``.
@@ -69,15 +89,19 @@ class LocalBackend:
         device: str = "cpu",
         *,
         name: str = "local",
+        dtype: str = "auto",
+        prefix_cache: bool = True,
         prompt_style: str | None = None,
     ) -> None:
-        lm, tokenizer = load_model(model_path, adapter_path, device=device)
+        resolved = resolve_dtype(dtype, device)
+        lm, tokenizer = load_model(model_path, adapter_path, device=device, dtype=resolved)
         self._setup(
             lm,
             tokenizer,
             name=name,
             model_name=DEFAULT_MODEL_NAME if model_path is None else str(model_path),
             adapter=None if adapter_path is None else str(adapter_path),
+            prefix_cache=prefix_cache,
         )
         if prompt_style is not None:
             if prompt_style not in ("paper", "compact"):
@@ -95,13 +119,32 @@ class LocalBackend:
         model_name: str,
         adapter: str | None = None,
         name: str = "local",
+        prefix_cache: bool = True,
     ) -> LocalBackend:
-        """Wrap an already loaded causal LM (``PreTrainedModel`` or ``PeftModel``) and tokenizer."""
+        """Wrap an already loaded causal LM (``PreTrainedModel`` or ``PeftModel``) and tokenizer
+        (in whatever dtype it has). With ``prefix_cache``, do not change the model's weights
+        (e.g. toggle an adapter) while the backend is in use: the kept cache would be stale."""
         backend = cls.__new__(cls)
-        backend._setup(lm, tokenizer, name=name, model_name=model_name, adapter=adapter)
+        backend._setup(
+            lm,
+            tokenizer,
+            name=name,
+            model_name=model_name,
+            adapter=adapter,
+            prefix_cache=prefix_cache,
+        )
         return backend
 
-    def _setup(self, lm: Any, tokenizer: Any, *, name: str, model_name: str, adapter: str | None):
+    def _setup(
+        self,
+        lm: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        model_name: str,
+        adapter: str | None,
+        prefix_cache: bool = True,
+    ) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ConfigError(
                 "the tokenizer has no chat template", field="model_path", value=model_name
@@ -123,11 +166,18 @@ class LocalBackend:
             (k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None
         )
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._prefix_cache = prefix_cache
+        self._kept: tuple[list[int], Any] | None = None  # (token ids, batch-1 KV cache)
 
     @property
     def device(self) -> torch.device:
         """Where the model's weights live."""
         return next(self.lm.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype."""
+        return next(self.lm.parameters()).dtype
 
     # ----------------------------------------------------------------------------- generation
 
@@ -305,10 +355,7 @@ class LocalBackend:
         # Pass 1: the shared prefix. Keep logits from the first position any score needs.
         first_pos = min(min(starts) - 1, n_prefix - 1)  # earliest predicting position needed
         keep_prefix = n_prefix - first_pos
-        prefix = torch.tensor([seqs[0][:n_prefix]], device=self.device)  # (1, P)
-        out = self._forward(prefix, cache=None, keep=keep_prefix)
-        prefix_lp = torch.log_softmax(out.logits[0].float(), dim=-1)  # (keep_prefix, V)
-        cache = _output_cache(out)
+        prefix_lp, cache = self._prefix_pass(seqs[0][:n_prefix], first_pos)  # (keep_prefix, V)
 
         # Pass 2: the distinct non-empty stems, right-padded, on the expanded cache.
         rows = [seq[n_prefix:] for seq in seqs]
@@ -347,6 +394,30 @@ class LocalBackend:
                 total += float(lp)
             scores[i] = total
         return scores
+
+    def _prefix_pass(self, ids: list[int], first_pos: int) -> tuple[torch.Tensor, Any]:
+        """Run the prefix ``ids``; return the log-softmax of positions ``first_pos..`` and the
+        batch-1 KV cache. Tokens that the kept cache of an earlier call already covers (up to
+        ``first_pos``, whose logits the kept cache does not hold) are not run again."""
+        import torch
+
+        cache, done = None, 0
+        if self._prefix_cache and self._kept is not None:
+            kept_ids, kept_cache = self._kept
+            done = min(_common_prefix_len([kept_ids, ids]), first_pos)
+            if done > 0 and hasattr(kept_cache, "crop"):
+                cache = kept_cache
+                if len(kept_ids) > done:  # a negative length drops that many from the end
+                    cache.crop(done - len(kept_ids))
+            else:
+                done = 0
+        self._kept = None
+        rest = torch.tensor([ids[done:]], device=self.device)  # (1, P - done)
+        out = self._forward(rest, cache=cache, keep=len(ids) - first_pos)
+        cache = _output_cache(out)
+        if self._prefix_cache and hasattr(cache, "crop"):
+            self._kept = (list(ids), copy.deepcopy(cache))  # the batch pass expands `cache`
+        return torch.log_softmax(out.logits[0].float(), dim=-1), cache
 
     def _forward(self, ids: torch.Tensor, *, cache: Any, keep: int) -> Any:
         kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True}

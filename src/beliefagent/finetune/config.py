@@ -52,7 +52,7 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)
 LOSSES = ("ce", "kl", "ce+kl")
 METHODS = ("lora", "full")
 SCHEDULES = ("cosine", "linear", "constant")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -142,7 +142,13 @@ class FinetuneConfig:
         default=2048, metadata=_help("Token limit; later turns of longer dialogues are dropped.")
     )
     seed: int = field(default=0, metadata=_help("Seed for weights init, order and dropout."))
-    dtype: str = field(default="float32", metadata=_help("float32 (CPU) or bfloat16 (GPU)."))
+    dtype: str = field(
+        default="auto",
+        metadata=_help(
+            "auto: bf16 autocast over float32 weights where the CPU (avx512_bf16, amx_bf16) or GPU "
+            "computes bf16 natively, else float32; float32; bfloat16: bf16 weights too (7-9B GPUs)."
+        ),
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata=_help("Recompute activations to save memory (large models).")
     )

