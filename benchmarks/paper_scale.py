@@ -100,13 +100,24 @@ def stage_eval(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     arms = [a for a in args.arms if (out / "adapters" / a / "adapter_model.safetensors").is_file()]
+    wanted = set(args.only or []) or None
+
+    def load(name: str) -> bool:
+        return wanted is None or name in wanted
+
     backends: dict[str, Any] = {
-        a: LocalBackend(adapter_path=out / "adapters" / a, name=a) for a in arms
+        a: LocalBackend(adapter_path=out / "adapters" / a, name=a) for a in arms if load(a)
     }
-    if args.base:  # the base model asked both ways: the paper's prose and the tuned arms' style
+    if args.base and load("local-compact"):
+        # the base model asked both ways: the paper's prose ("local") and the arms' style
         backends["local-compact"] = LocalBackend(name="local-compact", prompt_style="compact")
     names = ["bayes", "random", *(["local", "local-compact"] if args.base else []), *arms]
+    if args.only:  # a share of the assistants (run two shares side by side, then all: resumes)
+        names = [n for n in names if n in args.only]
+        backends = {k: v for k, v in backends.items() if k in names}
     run = run_eval(eval_config(args), names, out / "eval", backends=backends)
+    if args.only:
+        return
     files = write_report(run.summary, out / "report")
     rows = []
     for a in run.summary["assistants"]:
@@ -169,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-style", choices=["compact", "paper"], default="compact")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-base", dest="base", action="store_false", help="skip the base model")
+    p.add_argument("--only", nargs="+", help="eval: run only these assistants, no report")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     {"data": stage_data, "train": stage_train, "eval": stage_eval}[args.stage](args)
     return 0
 

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rung", choices=list(RUNGS), default="price")
     p.add_argument("--style", choices=["compact", "paper"], default="compact")
@@ -168,14 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--constant-lr", action="store_true")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--all-modules", action="store_true", help="LoRA on all seven projections")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="bfloat16", help="auto | float32 | bfloat16 (weights)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.8, help="fraction of ln 3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=2))
