@@ -4,6 +4,9 @@ SmolLM2 teach a content-dependent choice, and how many examples does each step n
 Rungs (each trains a fresh adapter with the same recipe and evaluates on held-out dialogues):
 
     price      options show only their price; the user always wants the cheapest (oracle targets)
+    price-random  price only, but each dialogue's user wants the cheapest OR the dearest flight
+               (a random weight); 3 rounds, Bayesian targets: the first rung where the answer
+               depends on the evidence in the dialogue
     two        duration and price; the same user (duration is a distractor)
     fixed4     the paper's four features; the same user
     random4    the real task: a random user from the 624, Bayesian-teacher targets, 5 rounds
@@ -36,10 +39,12 @@ from beliefagent.prompts import DialoguePrompts
 
 RUNGS = {
     "price": (["price"], 1),
+    "price-random": (["price"], 3),
     "two": (["duration", "price"], 1),
     "fixed4": (None, 1),
     "random4": (None, 5),
 }
+RANDOM_USERS = ("price-random", "random4")  # a random user each dialogue: evidence matters
 LN3 = math.log(3)
 
 
@@ -58,7 +63,7 @@ def make_sessions(
     fixed[list(domain.feature_names).index("price")] = -1.0  # the cheapest flight
     sessions = []
     for i in range(n):
-        w = fixed if rung != "random4" else weights[int(rng.integers(len(weights)))]
+        w = fixed if rung not in RANDOM_USERS else weights[int(rng.integers(len(weights)))]
         sets = domain.random_option_sets(rng, rounds)  # (R, O, F)
         rewards = domain.codes(sets) @ w  # (R, O)
         choices = [int(np.flatnonzero(r >= r.max() - 1e-9)[0]) for r in rewards]
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     domain = rung_domain(args.rung)
     rounds = args.rounds or RUNGS[args.rung][1]
     rng = np.random.default_rng(args.seed)
-    target = "oracle" if args.rung != "random4" else args.target
+    target = "oracle" if args.rung not in RANDOM_USERS else args.target
     out = Path(args.out or tempfile.mkdtemp(prefix=f"ladder-{args.rung}-"))
     out.mkdir(parents=True, exist_ok=True)
     n_train = args.examples // rounds  # examples = supervised answers
@@ -162,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=1200, help="supervised answers to train on")
     p.add_argument("--rounds", type=int, default=0, help="rounds per dialogue (0: the rung's)")
     p.add_argument("--eval-dialogues", type=int, default=100)
-    p.add_argument("--target", default="bayes", help="random4 only: bayes | bayes-soft | oracle")
+    p.add_argument("--target", default="bayes", help="random users: bayes | bayes-soft | oracle")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--constant-lr", action="store_true")

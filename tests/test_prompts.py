@@ -111,6 +111,19 @@ def test_session_asks_a_compact_backend_in_its_style() -> None:
     assert backend.calls[1][0][2]["content"].startswith("No, 3.\n")
 
 
+def test_wrappers_keep_the_style() -> None:
+    from beliefagent.adapters import RetryingBackend
+
+    inner = ScriptedBackend.from_replies(["1"])
+    assert RetryingBackend(inner).prompt_style == "paper"
+    inner.prompt_style = "compact"
+    wrapped = RetryingBackend(inner)
+    assert wrapped.prompt_style == "compact"
+    s = Session(FLIGHT, wrapped, policy="llm")
+    s.recommend(SET)
+    assert inner.calls[0][0][-1]["content"].endswith("3: 3 7 10 4")
+
+
 def test_eval_format_in_compact_style() -> None:
     fmt = ChoiceFormat(FLIGHT, "compact")
     assert fmt.answer_prefix == "" and fmt.answer_text(0) == "1"

@@ -14,7 +14,8 @@ Two **prompt styles** exist (:data:`PROMPT_STYLES`):
 
 - ``"paper"`` (the default) is the wording above, byte-identical to the paper's release;
 - ``"compact"`` writes each option as its feature codes on a 0-10 scale and drops the prose,
-  about 2.3x fewer tokens per dialogue for the bundled tokenizer (cheaper training and scoring)::
+  about 2.8x fewer tokens per dialogue for the bundled tokenizer (867 -> 306 for a 5-round
+  flight dialogue: cheaper training and scoring)::
 
     user:      Pick the flight I prefer; my preferences stay the same. Each flight: departure
                time, duration, number of stops, price (0-10).\n1: 3 7 5 10\n2: 0 4 0 9\n3: 10 2 10 1

@@ -148,8 +148,9 @@ class Backend(Protocol):
 class WrapperBackend:
     """Base for backends that wrap another one (retries, logging, belief tracking).
 
-    Forwards ``name``, ``model`` and ``adapter`` to the wrapped backend and, by default,
-    ``complete`` too; subclasses override :meth:`complete`.
+    Forwards ``name``, ``model``, ``adapter`` and ``prompt_style`` (the dialogue rendering a
+    tuned model expects; ``"paper"`` when the wrapped backend has none) to the wrapped backend
+    and, by default, ``complete`` too; subclasses override :meth:`complete`.
     """
 
     def __init__(self, inner: Backend) -> None:
@@ -166,6 +167,10 @@ class WrapperBackend:
     @property
     def adapter(self) -> str | None:
         return self.inner.adapter
+
+    @property
+    def prompt_style(self) -> str:
+        return str(getattr(self.inner, "prompt_style", "paper"))
 
     def complete(self, messages: Sequence[Message], settings: GenerationSettings) -> Reply:
         """Delegate to the wrapped backend."""
