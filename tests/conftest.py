@@ -9,12 +9,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qiu2026"
+OFFICIAL = Path(
+    os.environ.get("BELIEFAGENT_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qiu2026"
+)
 
 
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
-    """The official Qiu et al. (2026) files in ../shared/data/qiu2026 (never copied here)."""
+    """The official Qiu et al. (2026) files in ``$BELIEFAGENT_DATA`` or ../shared/data/qiu2026
+    (never copied here)."""
     if not (OFFICIAL / "heldout_flight.json").is_file():
         pytest.skip("official data not present at ../shared/data/qiu2026")
     return OFFICIAL

@@ -4,8 +4,16 @@ from beliefagent.datasets.qiu2026 import (
     Heldout,
     Interactions,
     find_data_file,
+    heldout_truth,
     load_heldout,
     load_interactions,
 )
 
-__all__ = ["Heldout", "Interactions", "find_data_file", "load_heldout", "load_interactions"]
+__all__ = [
+    "Heldout",
+    "Interactions",
+    "find_data_file",
+    "heldout_truth",
+    "load_heldout",
+    "load_interactions",
+]

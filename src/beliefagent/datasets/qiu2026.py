@@ -17,9 +17,16 @@ import numpy as np
 import numpy.typing as npt
 
 from beliefagent.domains import ChoiceDomain
-from beliefagent.errors import BeliefAgentError, DataError
+from beliefagent.errors import BeliefAgentError, ConfigError, DataError
 
-__all__ = ["Heldout", "Interactions", "find_data_file", "load_heldout", "load_interactions"]
+__all__ = [
+    "Heldout",
+    "Interactions",
+    "find_data_file",
+    "heldout_truth",
+    "load_heldout",
+    "load_interactions",
+]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -74,12 +81,51 @@ def _parse_sets(
     return levels
 
 
+def _matching_builtin(features: list[str]) -> str | None:
+    """The built-in choice domain whose features are exactly ``features`` (same order), if any."""
+    from beliefagent.domains.registry import builtin_domains, load_domain
+
+    for name in builtin_domains():
+        try:
+            d = load_domain(name)
+        except BeliefAgentError:
+            continue
+        if isinstance(d, ChoiceDomain) and list(d.feature_names) == list(features):
+            return name
+    return None
+
+
 def _check_features(domain: ChoiceDomain, features: list[str], path: str) -> None:
     if list(features) != list(domain.feature_names):
+        hint = ""
+        if isinstance(features, list) and all(isinstance(f, str) for f in features):
+            match = _matching_builtin(features)
+            hint = f" (they are those of --domain {match})" if match else ""
         raise DataError(
-            f"features {features} do not match domain {domain.name!r} {list(domain.feature_names)}",
+            f"features {features} do not match domain {domain.name!r} "
+            f"{list(domain.feature_names)}{hint}",
             path=path,
         )
+
+
+def heldout_truth(held: Heldout, user_weights: FloatArray, *, source: str) -> IntArray:
+    """The held-out truth rows ``(U, S)`` of the users with reward vectors ``user_weights (U, F)``:
+    row by row when the held-out file lists the same users in the same order (duplicate reward
+    vectors keep their own rows), otherwise looked up by reward vector."""
+    if held.user_weights.shape == user_weights.shape and np.array_equal(
+        held.user_weights, user_weights
+    ):
+        return held.truth
+    row = {tuple(w): i for i, w in enumerate(held.user_weights.tolist())}
+    try:
+        pick = np.array([row[tuple(w)] for w in user_weights.tolist()], dtype=np.int64)
+    except KeyError as exc:
+        raise ConfigError(
+            f"a dialogue's reward_fn {list(exc.args[0])} has no row in the held-out file",
+            field="interactions",
+            value=source,
+        ) from exc
+    return held.truth[pick]
 
 
 def load_heldout(path: str | os.PathLike[str], domain: ChoiceDomain) -> Heldout:
