@@ -38,3 +38,19 @@ def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The first lines of the official hotel and flight_2/6/8-feature interaction files."""
+    if not (OFFICIAL / "samples" / "interaction_hotel.jsonl").is_file():
+        pytest.skip("official samples not present at ../shared/data/qiu2026/samples")
+    return OFFICIAL / "samples"
+
+
+@pytest.fixture(scope="session")
+def webshop_dir() -> Path:
+    """The official web-shopping samples (three categories' interaction files, two held-out)."""
+    if not (OFFICIAL / "webshop" / "interaction_mens_boots.jsonl").is_file():
+        pytest.skip("official web-shopping samples not present at ../shared/data/qiu2026/webshop")
+    return OFFICIAL / "webshop"
