@@ -3,7 +3,9 @@
 from beliefagent.datasets.qiu2026 import (
     Heldout,
     Interactions,
+    data_roots,
     find_data_file,
+    find_data_path,
     heldout_truth,
     load_heldout,
     load_interactions,
@@ -12,7 +14,9 @@ from beliefagent.datasets.qiu2026 import (
 __all__ = [
     "Heldout",
     "Interactions",
+    "data_roots",
     "find_data_file",
+    "find_data_path",
     "heldout_truth",
     "load_heldout",
     "load_interactions",

@@ -22,7 +22,9 @@ from beliefagent.errors import BeliefAgentError, ConfigError, DataError
 __all__ = [
     "Heldout",
     "Interactions",
+    "data_roots",
     "find_data_file",
+    "find_data_path",
     "heldout_truth",
     "load_heldout",
     "load_interactions",
@@ -47,13 +49,9 @@ class Interactions:
     ids: list[int]
 
 
-def find_data_file(name: str | os.PathLike[str]) -> Path:
-    """Resolve a data file: the path as given, else the bare name in ``$BELIEFAGENT_DATA``,
-    ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working directory or the
-    repository)."""
-    p = Path(name)
-    if p.is_file():
-        return p
+def data_roots() -> list[Path]:
+    """Where data files are looked up by name: ``$BELIEFAGENT_DATA``, ``./data/qiu2026``,
+    ``../shared/data/qiu2026`` (from the working directory, then from the repository)."""
     here = Path(__file__).resolve()
     roots = [
         os.environ.get("BELIEFAGENT_DATA"),
@@ -61,12 +59,34 @@ def find_data_file(name: str | os.PathLike[str]) -> Path:
         "../shared/data/qiu2026",
         here.parents[3] / "../shared/data/qiu2026",
     ]
-    for root in roots:
-        if root and (Path(root) / p.name).is_file():
-            return Path(root) / p.name
+    return [Path(r) for r in roots if r]
+
+
+def find_data_file(name: str | os.PathLike[str]) -> Path:
+    """Resolve a data file: the path as given, else the bare name in ``$BELIEFAGENT_DATA``,
+    ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working directory or the
+    repository)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for root in data_roots():
+        if (root / p.name).is_file():
+            return root / p.name
     raise DataError(
         "file not found (also looked in $BELIEFAGENT_DATA and ../shared/data/qiu2026)", path=str(p)
     )
+
+
+def find_data_path(candidates: list[str]) -> Path | None:
+    """The first of ``candidates`` (relative paths, files or folders) that exists as given or
+    under one of :func:`data_roots`; ``None`` when none does."""
+    for c in candidates:
+        if Path(c).exists():
+            return Path(c)
+        for root in data_roots():
+            if (root / c).exists():
+                return root / c
+    return None
 
 
 def _parse_sets(
