@@ -292,7 +292,8 @@ def _plot(summary: dict[str, Any], path: Path) -> bool:
                 a = next((a for a in t["assistants"] if a["name"] == name), None)
                 if a is None or not a["accuracy_by_round"]:
                     continue
-                xs.append(len(t["features"]) + (k - 1) * 0.06)
+                shift = 0.15 if family == "hotel" else 0.0
+                xs.append(len(t["features"]) + shift + (k - 1) * 0.06)
                 ys.append(a["accuracy_by_round"][-1])
                 lo.append(a["accuracy_by_round"][-1] - a["accuracy_ci"][-1][0])
                 hi.append(a["accuracy_ci"][-1][1] - a["accuracy_by_round"][-1])
