@@ -63,15 +63,16 @@ def data_roots() -> list[Path]:
 
 
 def find_data_file(name: str | os.PathLike[str]) -> Path:
-    """Resolve a data file: the path as given, else the bare name in ``$BELIEFAGENT_DATA``,
-    ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working directory or the
-    repository)."""
+    """Resolve a data file: the path as given, else the path (then its bare name) under
+    ``$BELIEFAGENT_DATA``, ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working
+    directory or the repository), e.g. ``samples/interaction_hotel.jsonl``."""
     p = Path(name)
     if p.is_file():
         return p
     for root in data_roots():
-        if (root / p.name).is_file():
-            return root / p.name
+        for candidate in (root / p, root / p.name):
+            if candidate.is_file():
+                return candidate
     raise DataError(
         "file not found (also looked in $BELIEFAGENT_DATA and ../shared/data/qiu2026)", path=str(p)
     )

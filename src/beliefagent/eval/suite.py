@@ -174,11 +174,14 @@ def _webshop_task(
     summary = run_webshop_eval(config, usable, out)
     write_webshop_report(summary, out)
     pooled = summary["pooled"]["assistants"]
+    n_held = max((a["n_users_heldout"] for a in pooled), default=0)
     return {
         "status": "done",
-        "source": f"official ({inter})",
-        "protocol": "heldout" if held else "dialogue",
-        "n_users": summary["n_users"],
+        "source": f"official ({inter}); {n_held} of {summary['n_users']} users have held-out sets"
+        if held
+        else f"official ({inter})",
+        "protocol": "heldout" if held and n_held else "dialogue",
+        "n_users": n_held if held and n_held else summary["n_users"],
         "n_categories": summary["n_categories"],
         "features": None,
         "note": "no Bayesian teacher (products have no feature vector); bayes and #policies "
@@ -391,7 +394,25 @@ def special_command(
             api_key_env=api_key_env,
         )
         run_dir = out or Path("eval") / "runs" / f"webshop-{stamp}"
-        summary = run_webshop_eval(config, assistants or ["random", "oracle"], run_dir)
+        names = assistants or ["random", "oracle"]
+        if quiet:
+            summary = run_webshop_eval(config, names, run_dir)
+        else:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
+            ) as bar:
+                task_id = bar.add_task("webshop", total=None)
+
+                def update(done: int, total: int, name: str) -> None:
+                    bar.update(task_id, completed=done, total=total, description=f"webshop {name}")
+
+                summary = run_webshop_eval(config, names, run_dir, on_progress=update)
         summary["out"] = str(run_dir)
         summary["report_files"] = [
             str(p) for p in write_webshop_report(summary, run_dir, plots=plots)
