@@ -64,6 +64,8 @@ def test_suite_files_parse() -> None:
     names = sorted(p.stem for p in (REPO / "eval").glob("*.toml"))
     assert {"flight", "flight-sweep", "hotel", "bigfive", "human"} <= set(names)
     for name in names:
+        if name == "generalisation":  # a task list, read by beliefagent.eval.suite
+            continue
         suite = load_suite(str(REPO / "eval" / f"{name}.toml"))
         assert suite["runs"]
 

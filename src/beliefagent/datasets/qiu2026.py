@@ -17,9 +17,18 @@ import numpy as np
 import numpy.typing as npt
 
 from beliefagent.domains import ChoiceDomain
-from beliefagent.errors import BeliefAgentError, DataError
+from beliefagent.errors import BeliefAgentError, ConfigError, DataError
 
-__all__ = ["Heldout", "Interactions", "find_data_file", "load_heldout", "load_interactions"]
+__all__ = [
+    "Heldout",
+    "Interactions",
+    "data_roots",
+    "find_data_file",
+    "find_data_path",
+    "heldout_truth",
+    "load_heldout",
+    "load_interactions",
+]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -40,13 +49,9 @@ class Interactions:
     ids: list[int]
 
 
-def find_data_file(name: str | os.PathLike[str]) -> Path:
-    """Resolve a data file: the path as given, else the bare name in ``$BELIEFAGENT_DATA``,
-    ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working directory or the
-    repository)."""
-    p = Path(name)
-    if p.is_file():
-        return p
+def data_roots() -> list[Path]:
+    """Where data files are looked up by name: ``$BELIEFAGENT_DATA``, ``./data/qiu2026``,
+    ``../shared/data/qiu2026`` (from the working directory, then from the repository)."""
     here = Path(__file__).resolve()
     roots = [
         os.environ.get("BELIEFAGENT_DATA"),
@@ -54,12 +59,35 @@ def find_data_file(name: str | os.PathLike[str]) -> Path:
         "../shared/data/qiu2026",
         here.parents[3] / "../shared/data/qiu2026",
     ]
-    for root in roots:
-        if root and (Path(root) / p.name).is_file():
-            return Path(root) / p.name
+    return [Path(r) for r in roots if r]
+
+
+def find_data_file(name: str | os.PathLike[str]) -> Path:
+    """Resolve a data file: the path as given, else the path (then its bare name) under
+    ``$BELIEFAGENT_DATA``, ``./data/qiu2026`` or ``../shared/data/qiu2026`` (from the working
+    directory or the repository), e.g. ``samples/interaction_hotel.jsonl``."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for root in data_roots():
+        for candidate in (root / p, root / p.name):
+            if candidate.is_file():
+                return candidate
     raise DataError(
         "file not found (also looked in $BELIEFAGENT_DATA and ../shared/data/qiu2026)", path=str(p)
     )
+
+
+def find_data_path(candidates: list[str]) -> Path | None:
+    """The first of ``candidates`` (relative paths, files or folders) that exists as given or
+    under one of :func:`data_roots`; ``None`` when none does."""
+    for c in candidates:
+        if Path(c).exists():
+            return Path(c)
+        for root in data_roots():
+            if (root / c).exists():
+                return root / c
+    return None
 
 
 def _parse_sets(
@@ -74,12 +102,51 @@ def _parse_sets(
     return levels
 
 
+def _matching_builtin(features: list[str]) -> str | None:
+    """The built-in choice domain whose features are exactly ``features`` (same order), if any."""
+    from beliefagent.domains.registry import builtin_domains, load_domain
+
+    for name in builtin_domains():
+        try:
+            d = load_domain(name)
+        except BeliefAgentError:
+            continue
+        if isinstance(d, ChoiceDomain) and list(d.feature_names) == list(features):
+            return name
+    return None
+
+
 def _check_features(domain: ChoiceDomain, features: list[str], path: str) -> None:
     if list(features) != list(domain.feature_names):
+        hint = ""
+        if isinstance(features, list) and all(isinstance(f, str) for f in features):
+            match = _matching_builtin(features)
+            hint = f" (they are those of --domain {match})" if match else ""
         raise DataError(
-            f"features {features} do not match domain {domain.name!r} {list(domain.feature_names)}",
+            f"features {features} do not match domain {domain.name!r} "
+            f"{list(domain.feature_names)}{hint}",
             path=path,
         )
+
+
+def heldout_truth(held: Heldout, user_weights: FloatArray, *, source: str) -> IntArray:
+    """The held-out truth rows ``(U, S)`` of the users with reward vectors ``user_weights (U, F)``:
+    row by row when the held-out file lists the same users in the same order (duplicate reward
+    vectors keep their own rows), otherwise looked up by reward vector."""
+    if held.user_weights.shape == user_weights.shape and np.array_equal(
+        held.user_weights, user_weights
+    ):
+        return held.truth
+    row = {tuple(w): i for i, w in enumerate(held.user_weights.tolist())}
+    try:
+        pick = np.array([row[tuple(w)] for w in user_weights.tolist()], dtype=np.int64)
+    except KeyError as exc:
+        raise ConfigError(
+            f"a dialogue's reward_fn {list(exc.args[0])} has no row in the held-out file",
+            field="interactions",
+            value=source,
+        ) from exc
+    return held.truth[pick]
 
 
 def load_heldout(path: str | os.PathLike[str], domain: ChoiceDomain) -> Heldout:

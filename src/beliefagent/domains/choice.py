@@ -52,9 +52,15 @@ class ChoiceDomain:
             texts = [render_value(f.format, v, f.template, f.template_one) for v in raws]
             lookup: dict[str, int] = {}
             for i, t in enumerate(texts):
-                if ", " in t:
+                clash = next(
+                    (g for g in self.features if f", {g.label.lower()}:" in t.lower()), None
+                )
+                if clash is not None or t != t.strip() or not t:
                     raise SpecError(
-                        "rendered values must not contain ', '", field=f"features.{f.name}", value=t
+                        "a rendered value must be non-empty, unpadded and must not contain "
+                        "', <feature label>:' (the option text would not parse back)",
+                        field=f"features.{f.name}",
+                        value=t,
                     )
                 if _norm(t) in lookup:
                     raise SpecError(
@@ -211,8 +217,11 @@ class ChoiceDomain:
             )
 
     # --- derived domains --------------------------------------------------------------------
-    def subset(self, names: Sequence[str], *, name: str | None = None) -> ChoiceDomain:
-        """The same domain restricted to ``names`` (kept in the spec's order)."""
+    def subset(
+        self, names: Sequence[str], *, name: str | None = None, keep_order: bool = False
+    ) -> ChoiceDomain:
+        """The same domain restricted to ``names``: in the spec's order, or in the order of
+        ``names`` with ``keep_order`` (the order options are written in and rewards follow)."""
         unknown = [n for n in names if n not in self.feature_names]
         if unknown:
             raise SpecError(
@@ -222,11 +231,18 @@ class ChoiceDomain:
             )
         if len(set(names)) < 1:
             raise SpecError("need at least one feature", field="features", value=list(names))
-        keep = [f for f in self.features if f.name in set(names)]
+        if len(set(names)) != len(names):
+            raise SpecError("a feature is named twice", field="features", value=list(names))
+        if keep_order:
+            by_name = {f.name: f for f in self.features}
+            keep = [by_name[n] for n in names]
+        else:
+            keep = [f for f in self.features if f.name in set(names)]
         spec = self.spec.model_copy(
             update={
                 "features": keep,
                 "sweep_order": None,
+                "sweeps": None,
                 "name": name or f"{self.name}-{len(keep)}",
             }
         )

@@ -46,6 +46,9 @@ def _load_cached(key: str) -> Domain:
         assert isinstance(base, ChoiceDomain)
         if not 1 <= k <= base.n_features:
             raise SpecError(f"flight-K needs K in 2..{base.n_features}", field="domain", value=key)
+        sweeps = base.spec.sweeps or {}
+        if str(k) in sweeps:
+            return base.subset(sweeps[str(k)], name=key, keep_order=True)
         order = base.spec.sweep_order or list(base.feature_names)
         return base.subset(order[:k], name=key)
     path = Path(key)

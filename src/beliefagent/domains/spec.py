@@ -121,6 +121,11 @@ class ChoiceSpec(_Strict):
     prompts: ChoicePrompts
     features: list[FeatureSpec] = Field(min_length=1)
     sweep_order: list[str] | None = None
+    sweeps: dict[str, list[str]] | None = Field(
+        default=None,
+        description="'K' -> the features of the K-feature task, in the order they are written "
+        "(``flight-K``); K without an entry takes the first K of ``sweep_order``.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -136,6 +141,12 @@ class ChoiceSpec(_Strict):
         names = [f.name for f in self.features]
         if self.sweep_order is not None and sorted(self.sweep_order) != sorted(names):
             raise ValueError("'sweep_order' must list every feature exactly once")
+        for k, order in (self.sweeps or {}).items():
+            if not k.isdigit() or int(k) != len(order):
+                raise ValueError(f"sweeps.{k} must list exactly {k} features, got {len(order)}")
+            unknown = sorted(set(order) - set(names))
+            if unknown or len(set(order)) != len(order):
+                raise ValueError(f"sweeps.{k} must name distinct features of the spec, got {order}")
         return self
 
 

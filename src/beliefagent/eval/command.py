@@ -86,12 +86,18 @@ def eval_command(
     domain: Annotated[
         str | None,
         typer.Option(
-            "--domain", "-d", help="flight, flight-K (K=2..8), hotel, bigfive, or a spec."
+            "--domain",
+            "-d",
+            help="flight, flight-K (K=2..8), hotel, bigfive, webshop (official files: "
+            "--interactions and --heldout, a file or a folder), or a spec.",
         ),
     ] = None,
     suite: Annotated[
         str | None,
-        typer.Option(help="A suite TOML (path, or a name in eval/: flight, flight-sweep, ...)."),
+        typer.Option(
+            help="A suite TOML (path, or a name in eval/: flight, flight-sweep, ...), or "
+            "generalisation (flight-2..8, hotel, web shopping, real people: one report)."
+        ),
     ] = None,
     users: Annotated[
         int | None, typer.Option(help="Users (simulated, or dialogues of a file). Default 20.")
@@ -159,8 +165,35 @@ def eval_command(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help="--domain webshop: only these categories (repeatable; default all)."),
+    ] = None,
 ) -> None:
     """Evaluate assistants side by side with the paper's protocol; write a report."""
+    from beliefagent.eval.suite import special_command, suite_kind
+
+    if domain == "webshop" or (suite is not None and suite_kind(suite) == "generalisation"):
+        special_command(
+            domain=domain,
+            suite=suite,
+            assistants=assistant,
+            interactions=interactions,
+            heldout=heldout,
+            categories=category,
+            users=users,
+            heldout_sets=heldout_sets,
+            full=full,
+            seed=seed,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            api_key_env=api_key_env,
+            out=out,
+            plots=plots,
+            quiet=quiet,
+            json_out=json_out,
+        )
+        return
     spec_suite = load_suite(suite) if suite else None
     runs: list[dict[str, Any]] = spec_suite["runs"] if spec_suite else [{}]
     names = assistant or (spec_suite or {}).get("assistants") or DEFAULT_ASSISTANTS

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from beliefagent.belief import ChoiceModel, NoiseFree, argmax_first, expected_information_gain
 from beliefagent.belief.likelihood import TIE_TOL
 from beliefagent.belief.posterior import log_normalize, predictive
-from beliefagent.datasets import load_heldout, load_interactions
+from beliefagent.datasets import heldout_truth, load_heldout, load_interactions
 from beliefagent.domains import ChoiceDomain, QuestionnaireDomain
 from beliefagent.errors import ConfigError
 from beliefagent.eval.teacher import generate_heldout, generate_interactions
@@ -157,16 +157,8 @@ def make_choice_task(
             truth = np.zeros((len(ids), 0), dtype=np.int64)
         elif heldout is not None:
             held = load_heldout(heldout, domain)
-            row = {tuple(w): i for i, w in enumerate(held.user_weights.tolist())}
-            try:
-                pick = np.array([row[tuple(w)] for w in weights.tolist()])
-            except KeyError as exc:
-                raise ConfigError(
-                    "a dialogue's reward_fn has no row in the held-out file",
-                    field="interactions",
-                    value=str(interactions),
-                ) from exc
-            sets, truth, source = held.option_sets, held.truth[pick], "official"
+            all_truth = heldout_truth(held, inter.user_weights, source=str(interactions))
+            sets, truth, source = held.option_sets, all_truth[keep], "official"
         else:
             gen = generate_heldout(domain, weights, heldout_sets, rng)
             sets, truth = gen.option_sets, gen.truth
