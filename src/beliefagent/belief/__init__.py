@@ -17,8 +17,18 @@ from beliefagent.belief.posterior import (
     log_normalize,
     predictive,
 )
+from beliefagent.belief.selection import (
+    STRATEGIES,
+    Selection,
+    SelectionConfig,
+    select_subset,
+    subset_information_gain,
+)
 
 __all__ = [
+    "STRATEGIES",
+    "Selection",
+    "SelectionConfig",
     "Belief",
     "ChoiceModel",
     "EpsilonGreedy",
@@ -31,4 +41,6 @@ __all__ = [
     "expected_information_gain",
     "log_normalize",
     "predictive",
+    "select_subset",
+    "subset_information_gain",
 ]

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ASSISTANTS = ["bayes", "random"]
 # a suite file sets the run's data fields (not the guard threshold) and may name itself
-_SUITE_KEYS = {*EvalConfig._DATA_FIELDS, "name"} - {"guard_threshold"}
+_SUITE_KEYS = {*EvalConfig._DATA_FIELDS, *EvalConfig._SELECTION_FIELDS, "name"} - {
+    "guard_threshold"
+}
 
 
 def _suite_dirs() -> list[Path]:
@@ -132,6 +134,24 @@ def eval_command(
     probe: Annotated[
         bool, typer.Option("--probe/--no-probe", help="Ask LLMs for per-feature beliefs.")
     ] = True,
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="Active elicitation: each round's options are chosen from a fresh random pool "
+            "by random | eig | reward | mixed (see docs/selection.md)."
+        ),
+    ] = None,
+    pool: Annotated[
+        int | None, typer.Option(help="--selection: candidates per round (default 20).")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(help="--selection mixed: expected-reward margin, share of range (0.5)."),
+    ] = None,
+    user_noise: Annotated[
+        float | None,
+        typer.Option(help="--selection: chance a simulated user picks at random (default 0)."),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Concurrent requests to remote endpoints.")] = 4,
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key.")
@@ -178,6 +198,10 @@ def eval_command(
             "protocol": protocol,
             "likelihood": likelihood,
             "noise": noise,
+            "selection": selection,
+            "pool": pool,
+            "selection_margin": margin,
+            "user_epsilon": user_noise,
         }
         merged = {k: v for k, v in run_spec.items() if k != "name"}
         merged.update({k: v for k, v in cli.items() if v is not None})

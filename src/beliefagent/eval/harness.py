@@ -106,7 +106,12 @@ class EvalConfig:
     api_key_env: str = "OPENAI_API_KEY"
     price_per_1k_input: float = 0.0
     price_per_1k_output: float = 0.0
+    selection: str | None = None  # active elicitation: random | eig | reward | mixed
+    pool: int = 20  # candidates a round's options are selected from
+    selection_margin: float = 0.5  # mixed: expected-reward margin (share of the pool's range)
+    user_epsilon: float = 0.0  # selection runs: chance a simulated user picks at random
 
+    _SELECTION_FIELDS = ("selection", "pool", "selection_margin", "user_epsilon")
     _DATA_FIELDS = (
         "domain",
         "protocol",
@@ -132,6 +137,8 @@ class EvalConfig:
     def run_key(self) -> str:
         """A hash of the fields that change the data or the answers (not concurrency, prices)."""
         data = {k: getattr(self, k) for k in self._DATA_FIELDS}
+        if self.selection is not None:  # only then, so keys of earlier runs stay valid
+            data.update({k: getattr(self, k) for k in self._SELECTION_FIELDS})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def choice_model(self) -> ChoiceModel:
@@ -145,6 +152,22 @@ def prepare_task(config: EvalConfig) -> Task:
     """Build the task (users, rounds, held-out queries) the configuration names."""
     domain = load_domain(config.domain)
     protocol = config.resolved_protocol(domain)
+    if config.selection is not None or config.user_epsilon:
+        from beliefagent.eval.selection import check_selection_config, make_selection_task
+
+        check_selection_config(config, domain, protocol)
+        assert isinstance(domain, ChoiceDomain) and config.selection is not None
+        return make_selection_task(
+            domain,
+            strategy=config.selection,
+            pool=config.pool,
+            users=config.users,
+            heldout_sets=config.heldout_sets,
+            seed=config.seed,
+            likelihood=config.choice_model(),
+            user_epsilon=config.user_epsilon,
+            margin=config.selection_margin,
+        )
     if isinstance(domain, QuestionnaireDomain):
         return make_questionnaire_task(
             domain,
@@ -613,4 +636,9 @@ def run_eval(
     run.summary["resumed_results"] = resumed
     for entry, spec in zip(run.summary["assistants"], specs, strict=True):
         entry["policy"] = spec.policy if spec.is_llm else None
+    if config.selection is not None:
+        from beliefagent.eval.selection import SelectionTask, selection_summary
+
+        assert isinstance(task, SelectionTask)
+        selection_summary(run.summary, task)
     return run
