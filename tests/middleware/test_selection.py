@@ -63,9 +63,10 @@ def test_strategy_per_call_and_reward() -> None:
     assert chosen.selection.strategy == "reward"
     expected = np.asarray(chosen.selection.expected_rewards)
     assert s.teacher is not None
-    assert expected.min() >= np.sort(s.teacher.belief.probs @ s.teacher.weights @ FLIGHT.codes(
-        cands
-    ).T)[-3] - 1e-12
+    assert (
+        expected.min()
+        >= np.sort(s.teacher.belief.probs @ s.teacher.weights @ FLIGHT.codes(cands).T)[-3] - 1e-12
+    )
 
 
 def test_other_options_drop_the_selection(tmp_path) -> None:
@@ -82,8 +83,10 @@ def test_other_options_drop_the_selection(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("candidates", "field"),
     [
-        (["departure time: 25:00 PM, duration: 30 min, number of stops: 1, price: $370"] * 3,
-         "candidates[0]"),
+        (
+            ["departure time: 25:00 PM, duration: 30 min, number of stops: 1, price: $370"] * 3,
+            "candidates[0]",
+        ),
         ([[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], "candidates[0]"),
         ([[0, 0, 0, 0], [0, 0, 9, 1], [1, 0, 0, 0]], "candidates.number_of_stops"),
         ([[0, 0, 0, 0], [0, 0, 0, 1]], "candidates"),

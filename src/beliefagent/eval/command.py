@@ -238,10 +238,18 @@ def eval_command(
         summaries.append(run.summary)
         if not json_out:
             _print_table(run)
+    selection_files: list[Path] = []
+    if len(summaries) > 1 and any("selection" in s for s in summaries):
+        from beliefagent.eval.selection_report import write_selection_report
+
+        root = out or Path("eval") / "runs" / f"{(spec_suite or {}).get('name', 'suite')}-{stamp}"
+        selection_files = write_selection_report(summaries, root, plots=plots)
     if json_out:
         payload: dict[str, Any] = dict(summaries[0]) if len(summaries) == 1 else {}
         if len(summaries) > 1:
             payload = {"suite": (spec_suite or {}).get("name"), "runs": summaries}
+            if selection_files:
+                payload["selection_report"] = [str(f) for f in selection_files]
         sys.stdout.write(json.dumps(payload) + "\n")
 
 
