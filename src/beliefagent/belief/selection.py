@@ -17,8 +17,8 @@ Search over subsets (``search``):
   argmax family (:class:`NoiseFree`, :class:`EpsilonGreedy`) it uses three contractions
   ``sum_h post[h] X[h, a, b] Y[h, a, c]`` of pairwise win/tie tables (exact, ties included);
   otherwise it enumerates the subsets in chunks.
-- ``greedy`` seeds from the ``n_seeds`` candidates whose utility varies most under the posterior,
-  extends each seed one option at a time by exact EIG, then improves the best subset by single
+- ``greedy`` seeds from the ``n_seeds`` candidates whose utility varies most under the posterior
+  (more while ``seed_budget`` allows: every candidate once few hypotheses are alive), extends each seed one option at a time by exact EIG, then improves the best subset by single
   swaps until no swap helps. Every subset it considers is scored exactly.
 - ``auto`` (default) is ``exact`` while ``C(N, k) * H_alive * k`` stays under ``exact_limit``
   elements, else ``greedy``. ``benchmarks/bench_selection.py`` measures what greedy loses.
@@ -72,7 +72,10 @@ class SelectionConfig:
     exact_limit: int = 4_000_000
     """auto: the most ``C(N, k) * H_alive * k`` elements scored exactly."""
     n_seeds: int = 4
-    """greedy: how many high-variance candidates seed the search."""
+    """greedy: the fewest high-variance candidates that seed the search."""
+    seed_budget: int = 2_000_000
+    """greedy: more seeds while ``seeds * 2N * H_alive * k`` stays under this (few hypotheses
+    alive: every candidate seeds)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -91,6 +94,8 @@ class SelectionConfig:
             raise ConfigError("must be >= 0", field="exact_limit", value=self.exact_limit)
         if self.n_seeds < 1:
             raise ConfigError("must be >= 1", field="n_seeds", value=self.n_seeds)
+        if self.seed_budget < 0:
+            raise ConfigError("must be >= 0", field="seed_budget", value=self.seed_budget)
 
 
 @dataclass(frozen=True)
@@ -233,22 +238,25 @@ def _greedy(
     mean = post @ utilities  # (N,)
     spread = post @ (utilities - mean) ** 2  # (N,): posterior variance of each utility
     seeds = np.argsort(-spread, kind="stable")[: min(n_seeds, n)]
+    chosen = seeds[:, None].astype(np.int64)  # (S, 1): every seed is extended at once
+    gain = np.zeros(len(seeds))
     n_scored = 0
-    best: list[int] = []
-    best_gain = -np.inf
-    for seed in seeds:
-        chosen = [int(seed)]
-        gain = 0.0
-        while len(chosen) < k:
-            rest = np.setdiff1d(np.arange(n), chosen)
-            trial = np.column_stack([np.tile(chosen, (len(rest), 1)), rest])
-            g = subset_information_gain(post, utilities, trial, likelihood)
-            n_scored += len(trial)
-            j = int(np.argmax(g))
-            chosen.append(int(rest[j]))
-            gain = float(g[j])
-        if gain > best_gain + 1e-12:
-            best, best_gain = chosen, gain
+    for step in range(1, k):
+        n_seed = len(chosen)
+        extra = np.broadcast_to(np.arange(n), (n_seed, n))  # (S, N)
+        trial = np.concatenate(
+            [np.repeat(chosen[:, None, :], n, axis=1), extra[..., None]], axis=2
+        )  # (S, N, step + 1)
+        g = subset_information_gain(post, utilities, trial.reshape(-1, step + 1), likelihood)
+        g = g.reshape(n_seed, n)
+        n_scored += g.size
+        g[(chosen[:, :, None] == extra[:, None, :]).any(axis=1)] = -np.inf  # already chosen
+        j = np.argmax(g, axis=1)  # (S,)
+        chosen = np.column_stack([chosen, j])
+        gain = g[np.arange(n_seed), j]
+    top = int(np.argmax(gain))
+    best: list[int] = [int(v) for v in chosen[top]]
+    best_gain = float(gain[top])
     for _ in range(4 * k):  # single swaps until none improves
         rest = np.setdiff1d(np.arange(n), best)
         trial = np.tile(np.asarray(best, dtype=np.int64), (k, len(rest), 1))  # (k, N - k, k)
@@ -282,7 +290,8 @@ def _eig_search(
         subsets, gains = exact_subset_gains(post, utilities, k, likelihood)
         j = int(np.argmax(gains))
         return subsets[j], float(gains[j]), "exact", len(subsets)
-    idx, gain, n_scored = _greedy(post, utilities, k, likelihood, config.n_seeds)
+    seeds = max(config.n_seeds, config.seed_budget // max(1, 2 * n * len(post) * k))
+    idx, gain, n_scored = _greedy(post, utilities, k, likelihood, seeds)
     return idx, gain, "greedy", n_scored
 
 

@@ -234,6 +234,7 @@ class Session:
                 search=config.search,
                 exact_limit=config.exact_limit,
                 n_seeds=config.n_seeds,
+                seed_budget=config.seed_budget,
             )
         levels = read_candidates(self.domain, candidates)
         chosen = self.teacher.select(levels, None, config)
