@@ -114,7 +114,9 @@ def _plot(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path) -> None
                 continue
             values = r[key]
             start = 0 if key == "accuracy_by_round" else 1
-            label = r["strategy"] if r["assistant"] == "bayes" else f"{r['strategy']} {r['assistant']}"
+            label = (
+                r["strategy"] if r["assistant"] == "bayes" else f"{r['strategy']} {r['assistant']}"
+            )
             ax.plot(range(start, start + len(values)), values, marker="o", label=label)
         if key == "accuracy_by_round":
             ax.axhline(TARGET_ACCURACY, color="grey", linestyle=":", linewidth=1)

@@ -166,9 +166,7 @@ def parse_extension(value: Any) -> TurnRequest:
             value=options,
         )
     choice = check_choice(value.get("choice"), _field("choice"))
-    return TurnRequest(
-        session_id, options, user_id, domain, choice, policy, candidates, strategy
-    )
+    return TurnRequest(session_id, options, user_id, domain, choice, policy, candidates, strategy)
 
 
 def read_options(domain: ChoiceDomain, options: Sequence[Any]) -> npt.NDArray[np.int64]:
