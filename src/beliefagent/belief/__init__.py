@@ -27,12 +27,12 @@ from beliefagent.belief.selection import (
 
 __all__ = [
     "STRATEGIES",
-    "Selection",
-    "SelectionConfig",
     "Belief",
     "ChoiceModel",
     "EpsilonGreedy",
     "NoiseFree",
+    "Selection",
+    "SelectionConfig",
     "Softmax",
     "argmax_first",
     "choice_model_from_name",

@@ -18,8 +18,9 @@ Search over subsets (``search``):
   ``sum_h post[h] X[h, a, b] Y[h, a, c]`` of pairwise win/tie tables (exact, ties included);
   otherwise it enumerates the subsets in chunks.
 - ``greedy`` seeds from the ``n_seeds`` candidates whose utility varies most under the posterior
-  (more while ``seed_budget`` allows: every candidate once few hypotheses are alive), extends each seed one option at a time by exact EIG, then improves the best subset by single
-  swaps until no swap helps. Every subset it considers is scored exactly.
+  (more while ``seed_budget`` allows: every candidate once few hypotheses are alive), extends
+  each seed one option at a time by exact EIG, then improves the best subset by single swaps
+  until no swap helps. Every subset it considers is scored exactly.
 - ``auto`` (default) is ``exact`` while ``C(N, k) * H_alive * k`` stays under ``exact_limit``
   elements, else ``greedy``. ``benchmarks/bench_selection.py`` measures what greedy loses.
 
@@ -291,8 +292,8 @@ def _eig_search(
         j = int(np.argmax(gains))
         return subsets[j], float(gains[j]), "exact", len(subsets)
     seeds = max(config.n_seeds, config.seed_budget // max(1, 2 * n * len(post) * k))
-    idx, gain, n_scored = _greedy(post, utilities, k, likelihood, seeds)
-    return idx, gain, "greedy", n_scored
+    idx, best, n_scored = _greedy(post, utilities, k, likelihood, seeds)
+    return idx, best, "greedy", n_scored
 
 
 def select_subset(

@@ -1,6 +1,6 @@
 """Active elicitation in a session: from candidates, choose the options to show.
 
-    session = Session(load_domain("flight"), backend, selection=SelectionConfig("mixed", margin=0.5))
+    session = Session(load_domain("flight"), backend, selection=SelectionConfig("mixed"))
     chosen = session.select(candidates)          # candidates: texts, {feature: value} or levels
     turn = session.recommend(chosen.levels)      # the round runs on the chosen options
     session.observe(user_choice)                 # the log records candidates and chosen subset
@@ -68,7 +68,7 @@ def read_candidates(
         raise OptionError("expected a list of candidates", field="candidates", value=candidates)
     if isinstance(candidates, np.ndarray):
         return domain.validate_candidates(candidates, k)
-    items = list(candidates)  # type: ignore[arg-type]
+    items: list[Any] = list(candidates)  # type: ignore[arg-type]
     if items and all(isinstance(c, str | Mapping) for c in items):
         rows = []
         for i, c in enumerate(items):
