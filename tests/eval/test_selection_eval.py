@@ -119,3 +119,34 @@ def test_cli_json_contract(tmp_path: Path, strategy: str) -> None:
     a = data["assistants"][0]
     assert len(a["accuracy_by_round"]) == 6 and len(a["regret_by_round"]) == 5
     assert data["selection"]["strategy"] == strategy
+
+
+def test_suite_writes_the_side_by_side_report(tmp_path: Path) -> None:
+    suite = tmp_path / "sel.toml"
+    runs = "".join(
+        f'[[runs]]\nname = "{s}"\nselection = "{s}"\npool = 10\nusers = 4\nheldout_sets = 4\n\n'
+        for s in ("random", "mixed")
+    )
+    suite.write_text(f'name = "sel"\nassistants = ["bayes"]\n\n{runs}')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        _app(), ["eval", "--suite", str(suite), "--out", str(out), "--json", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["selection"]["strategy"] for r in data["runs"]] == ["random", "mixed"]
+    names = sorted(Path(f).name for f in data["selection_report"])
+    assert names == [
+        "selection.md",
+        "selection_accuracy_by_round.png",
+        "selection_regret_by_round.png",
+    ]
+    report = (out / "selection.md").read_text()
+    assert "| random | 10 | 0 | bayes |" in report and "| mixed | 10 | 0 | bayes |" in report
+
+
+def test_rounds_to_target() -> None:
+    from beliefagent.eval.selection_report import rounds_to
+
+    assert rounds_to([33.0, 60.0, 81.0, 90.0]) == 2
+    assert rounds_to([33.0, 80.9]) is None

@@ -118,6 +118,7 @@ def _plot(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path) -> None
                 r["strategy"] if r["assistant"] == "bayes" else f"{r['strategy']} {r['assistant']}"
             )
             ax.plot(range(start, start + len(values)), values, marker="o", label=label)
+            ax.set_xticks(range(start, start + len(values)))
         if key == "accuracy_by_round":
             ax.axhline(TARGET_ACCURACY, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"pool {pool}, user ε = {eps:g}")
