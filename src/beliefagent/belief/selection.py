@@ -21,8 +21,9 @@ Search over subsets (``search``):
   (more while ``seed_budget`` allows: every candidate once few hypotheses are alive), extends
   each seed one option at a time by exact EIG, then improves the best subset by single swaps
   until no swap helps. Every subset it considers is scored exactly.
-- ``auto`` (default) is ``exact`` while ``C(N, k) * H_alive * k`` stays under ``exact_limit``
-  elements, else ``greedy``. ``benchmarks/bench_selection.py`` measures what greedy loses.
+- ``auto`` (default) is ``exact`` while ``C(N, k) * k * (H_alive + 8)`` stays under
+  ``exact_limit`` (every pool of 20 for flight; never for 100, where one pass over the 161,700
+  subsets costs more than 50 ms even with few hypotheses alive), else ``greedy``. ``benchmarks/bench_selection.py`` measures what greedy loses.
 
 Hypotheses with zero posterior mass are dropped before scoring (exact: they contribute nothing).
 """
@@ -57,6 +58,7 @@ IntArray = npt.NDArray[np.int64]
 STRATEGIES = ("random", "eig", "reward", "mixed")
 SEARCHES = ("auto", "exact", "greedy")
 
+_SUBSET_OVERHEAD = 8  # auto: per-subset cost of exact search, in hypothesis-equivalents
 _CHUNK = 2_000_000  # hypotheses x subsets x k elements per chunk of exact enumeration
 
 
@@ -71,7 +73,7 @@ class SelectionConfig:
     search: str = "auto"
     """auto | exact | greedy (see the module docstring)."""
     exact_limit: int = 4_000_000
-    """auto: the most ``C(N, k) * H_alive * k`` elements scored exactly."""
+    """auto: the largest ``C(N, k) * k * (H_alive + 8)`` searched exactly."""
     n_seeds: int = 4
     """greedy: the fewest high-variance candidates that seed the search."""
     seed_budget: int = 2_000_000
@@ -285,7 +287,8 @@ def _eig_search(
         return np.arange(k, dtype=np.int64), float(gain[0]), "exact", 1
     search = config.search
     if search == "auto":
-        size = math.comb(n, k) * len(post) * k
+        # exact costs about k * (H_alive + a fixed overhead) per subset
+        size = math.comb(n, k) * k * (len(post) + _SUBSET_OVERHEAD)
         search = "exact" if size <= config.exact_limit else "greedy"
     if search == "exact":
         subsets, gains = exact_subset_gains(post, utilities, k, likelihood)
