@@ -68,7 +68,7 @@ class SelectionConfig:
 
     strategy: str = "eig"
     """random | eig | reward | mixed."""
-    margin: float = 0.5
+    margin: float = 0.25
     """mixed: keep candidates with expected reward >= best - margin * (best - worst)."""
     search: str = "auto"
     """auto | exact | greedy (see the module docstring)."""

@@ -146,7 +146,7 @@ def eval_command(
     ] = None,
     margin: Annotated[
         float | None,
-        typer.Option(help="--selection mixed: expected-reward margin, share of range (0.5)."),
+        typer.Option(help="--selection mixed: expected-reward margin, share of range (0.25)."),
     ] = None,
     user_noise: Annotated[
         float | None,

@@ -108,7 +108,7 @@ class EvalConfig:
     price_per_1k_output: float = 0.0
     selection: str | None = None  # active elicitation: random | eig | reward | mixed
     pool: int = 20  # candidates a round's options are selected from
-    selection_margin: float = 0.5  # mixed: expected-reward margin (share of the pool's range)
+    selection_margin: float = 0.25  # mixed: expected-reward margin (share of the pool's range)
     user_epsilon: float = 0.0  # selection runs: chance a simulated user picks at random
 
     _SELECTION_FIELDS = ("selection", "pool", "selection_margin", "user_epsilon")

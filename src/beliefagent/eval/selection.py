@@ -60,7 +60,7 @@ class SelectionTask(ChoiceTask):
     strategy: str = "random"
     pool: int = 0
     user_epsilon: float = 0.0
-    margin: float = 0.5
+    margin: float = 0.25
     regret: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (U, R)
     entropy: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (U, R + 1)
     information_gain: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (U, R)
@@ -117,7 +117,7 @@ def make_selection_task(
     seed: int,
     likelihood: ChoiceModel,
     user_epsilon: float = 0.0,
-    margin: float = 0.5,
+    margin: float = 0.25,
     search: str = "auto",
 ) -> SelectionTask:
     """Simulate every user's dialogue with options selected by ``strategy`` from pools of
