@@ -23,7 +23,8 @@ Search over subsets (``search``):
   until no swap helps. Every subset it considers is scored exactly.
 - ``auto`` (default) is ``exact`` while ``C(N, k) * k * (H_alive + 8)`` stays under
   ``exact_limit`` (every pool of 20 for flight; never for 100, where one pass over the 161,700
-  subsets costs more than 50 ms even with few hypotheses alive), else ``greedy``. ``benchmarks/bench_selection.py`` measures what greedy loses.
+  subsets costs more than 50 ms even with few hypotheses alive), else ``greedy``.
+  ``benchmarks/bench_selection.py`` measures what greedy loses.
 
 Hypotheses with zero posterior mass are dropped before scoring (exact: they contribute nothing).
 """
