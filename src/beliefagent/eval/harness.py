@@ -153,21 +153,9 @@ def prepare_task(config: EvalConfig) -> Task:
     domain = load_domain(config.domain)
     protocol = config.resolved_protocol(domain)
     if config.selection is not None or config.user_epsilon:
-        from beliefagent.eval.selection import check_selection_config, make_selection_task
+        from beliefagent.eval.selection import selection_task
 
-        check_selection_config(config, domain, protocol)
-        assert isinstance(domain, ChoiceDomain) and config.selection is not None
-        return make_selection_task(
-            domain,
-            strategy=config.selection,
-            pool=config.pool,
-            users=config.users,
-            heldout_sets=config.heldout_sets,
-            seed=config.seed,
-            likelihood=config.choice_model(),
-            user_epsilon=config.user_epsilon,
-            margin=config.selection_margin,
-        )
+        return selection_task(config, domain, protocol)
     if isinstance(domain, QuestionnaireDomain):
         return make_questionnaire_task(
             domain,
@@ -637,8 +625,7 @@ def run_eval(
     for entry, spec in zip(run.summary["assistants"], specs, strict=True):
         entry["policy"] = spec.policy if spec.is_llm else None
     if config.selection is not None:
-        from beliefagent.eval.selection import SelectionTask, selection_summary
+        from beliefagent.eval.selection import selection_summary
 
-        assert isinstance(task, SelectionTask)
         selection_summary(run.summary, task)
     return run

@@ -26,7 +26,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,12 +39,16 @@ from beliefagent.eval.tasks import ChoiceTask
 from beliefagent.eval.teacher import generate_heldout
 from beliefagent.teachers import sample_users
 
+if TYPE_CHECKING:
+    from beliefagent.eval.harness import EvalConfig
+
 __all__ = [
     "SelectionTask",
     "check_selection_config",
     "make_selection_task",
     "random_pool",
     "selection_summary",
+    "selection_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,7 +72,24 @@ class SelectionTask(ChoiceTask):
     searches: dict[str, int] = field(default_factory=dict)
 
 
-def check_selection_config(config: Any, domain: object, protocol: str) -> None:
+def selection_task(config: EvalConfig, domain: object, protocol: str) -> SelectionTask:
+    """The task of an evaluation run with ``--selection`` (see :func:`make_selection_task`)."""
+    check_selection_config(config, domain, protocol)
+    assert isinstance(domain, ChoiceDomain) and config.selection is not None
+    return make_selection_task(
+        domain,
+        strategy=config.selection,
+        pool=config.pool,
+        users=config.users,
+        heldout_sets=config.heldout_sets,
+        seed=config.seed,
+        likelihood=config.choice_model(),
+        user_epsilon=config.user_epsilon,
+        margin=config.selection_margin,
+    )
+
+
+def check_selection_config(config: EvalConfig, domain: object, protocol: str) -> None:
     """A selection run needs a choice domain, generated users and the held-out protocol."""
     if config.selection is None:
         raise ConfigError(
@@ -208,10 +229,12 @@ def _mean_ci(values: FloatArray) -> tuple[list[float], list[list[float]]]:
     )
 
 
-def selection_summary(summary: dict[str, Any], task: SelectionTask) -> None:
+def selection_summary(summary: dict[str, Any], task: object) -> None:
     """Add the selection's figures to a run summary: ``summary["selection"]`` and, for every
     assistant, ``regret_by_round`` (rounds 1..R; the user picks from what was shown, so it is
     the same for every assistant of the run)."""
+    if not isinstance(task, SelectionTask):
+        raise ConfigError("not a selection run", field="selection", value=type(task).__name__)
     regret, regret_ci = _mean_ci(task.regret)
     ent, ent_ci = _mean_ci(task.entropy)
     summary["selection"] = {
