@@ -17,12 +17,22 @@ from beliefagent.belief.posterior import (
     log_normalize,
     predictive,
 )
+from beliefagent.belief.selection import (
+    STRATEGIES,
+    Selection,
+    SelectionConfig,
+    select_subset,
+    subset_information_gain,
+)
 
 __all__ = [
+    "STRATEGIES",
     "Belief",
     "ChoiceModel",
     "EpsilonGreedy",
     "NoiseFree",
+    "Selection",
+    "SelectionConfig",
     "Softmax",
     "argmax_first",
     "choice_model_from_name",
@@ -31,4 +41,6 @@ __all__ = [
     "expected_information_gain",
     "log_normalize",
     "predictive",
+    "select_subset",
+    "subset_information_gain",
 ]

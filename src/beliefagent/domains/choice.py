@@ -117,17 +117,48 @@ class ChoiceDomain:
                 field="options",
                 value=arr.shape[0],
             )
+        return self._check_levels(arr, "options")
+
+    def _check_levels(self, arr: npt.NDArray[Any], name: str) -> IntArray:
         if not np.issubdtype(arr.dtype, np.integer):
-            raise OptionError("option levels must be integers", field="options", value=arr.dtype)
+            raise OptionError("option levels must be integers", field=name, value=arr.dtype)
         for j, n in enumerate(self.n_levels):
             bad = (arr[:, j] < 0) | (arr[:, j] >= n)
             if bad.any():
                 raise OptionError(
                     f"level off the grid (0..{n - 1})",
-                    field=f"options.{self.feature_names[j]}",
+                    field=f"{name}.{self.feature_names[j]}",
                     value=int(arr[bad, j][0]),
                 )
         return arr.astype(np.int64)
+
+    def validate_candidates(self, candidates: npt.ArrayLike, k: int | None = None) -> IntArray:
+        """Check candidate options ``(N, n_features)`` of level indices to choose ``k`` (default:
+        the options per round) from: on the grid, pairwise distinct, and ``N >= k``."""
+        need = self.n_options if k is None else k
+        arr = np.asarray(candidates)
+        if arr.ndim != 2 or arr.shape[1] != self.n_features:
+            raise OptionError(
+                f"expected shape (n_candidates, {self.n_features})",
+                field="candidates",
+                value=arr.shape,
+            )
+        if arr.shape[0] < need:
+            raise OptionError(
+                f"need at least {need} candidates to choose {need}",
+                field="candidates",
+                value=arr.shape[0],
+            )
+        lv = self._check_levels(arr, "candidates")
+        _, first, counts = np.unique(lv, axis=0, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            dup = int(np.sort(first[counts > 1])[0])
+            raise OptionError(
+                "duplicate candidate (every candidate must differ)",
+                field=f"candidates[{dup}]",
+                value=self.render_option(lv[dup], dup),
+            )
+        return lv
 
     # --- rendering and parsing --------------------------------------------------------------
     def render_option(self, levels: Sequence[int] | IntArray, index: int) -> str:

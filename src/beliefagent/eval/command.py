@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ASSISTANTS = ["bayes", "random"]
 # a suite file sets the run's data fields (not the guard threshold) and may name itself
-_SUITE_KEYS = {*EvalConfig._DATA_FIELDS, "name"} - {"guard_threshold"}
+_SUITE_KEYS = {*EvalConfig._DATA_FIELDS, *EvalConfig._SELECTION_FIELDS, "name"} - {
+    "guard_threshold"
+}
 
 
 def _suite_dirs() -> list[Path]:
@@ -138,6 +140,24 @@ def eval_command(
     probe: Annotated[
         bool, typer.Option("--probe/--no-probe", help="Ask LLMs for per-feature beliefs.")
     ] = True,
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            help="Active elicitation: each round's options are chosen from a fresh random pool "
+            "by random | eig | reward | mixed (see docs/selection.md)."
+        ),
+    ] = None,
+    pool: Annotated[
+        int | None, typer.Option(help="--selection: candidates per round (default 20).")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(help="--selection mixed: expected-reward margin, share of range (0.25)."),
+    ] = None,
+    user_noise: Annotated[
+        float | None,
+        typer.Option(help="--selection: chance a simulated user picks at random (default 0)."),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Concurrent requests to remote endpoints.")] = 4,
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key.")
@@ -211,6 +231,10 @@ def eval_command(
             "protocol": protocol,
             "likelihood": likelihood,
             "noise": noise,
+            "selection": selection,
+            "pool": pool,
+            "selection_margin": margin,
+            "user_epsilon": user_noise,
         }
         merged = {k: v for k, v in run_spec.items() if k != "name"}
         merged.update({k: v for k, v in cli.items() if v is not None})
@@ -247,10 +271,18 @@ def eval_command(
         summaries.append(run.summary)
         if not json_out:
             _print_table(run)
+    selection_files: list[Path] = []
+    if len(summaries) > 1 and any("selection" in s for s in summaries):
+        from beliefagent.eval.selection_report import write_selection_report
+
+        root = out or Path("eval") / "runs" / f"{(spec_suite or {}).get('name', 'suite')}-{stamp}"
+        selection_files = write_selection_report(summaries, root, plots=plots)
     if json_out:
         payload: dict[str, Any] = dict(summaries[0]) if len(summaries) == 1 else {}
         if len(summaries) > 1:
             payload = {"suite": (spec_suite or {}).get("name"), "runs": summaries}
+            if selection_files:
+                payload["selection_report"] = [str(f) for f in selection_files]
         sys.stdout.write(json.dumps(payload) + "\n")
 
 

@@ -106,7 +106,12 @@ class EvalConfig:
     api_key_env: str = "OPENAI_API_KEY"
     price_per_1k_input: float = 0.0
     price_per_1k_output: float = 0.0
+    selection: str | None = None  # active elicitation: random | eig | reward | mixed
+    pool: int = 20  # candidates a round's options are selected from
+    selection_margin: float = 0.25  # mixed: expected-reward margin (share of the pool's range)
+    user_epsilon: float = 0.0  # selection runs: chance a simulated user picks at random
 
+    _SELECTION_FIELDS = ("selection", "pool", "selection_margin", "user_epsilon")
     _DATA_FIELDS = (
         "domain",
         "protocol",
@@ -132,6 +137,8 @@ class EvalConfig:
     def run_key(self) -> str:
         """A hash of the fields that change the data or the answers (not concurrency, prices)."""
         data = {k: getattr(self, k) for k in self._DATA_FIELDS}
+        if self.selection is not None:  # only then, so keys of earlier runs stay valid
+            data.update({k: getattr(self, k) for k in self._SELECTION_FIELDS})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def choice_model(self) -> ChoiceModel:
@@ -145,6 +152,10 @@ def prepare_task(config: EvalConfig) -> Task:
     """Build the task (users, rounds, held-out queries) the configuration names."""
     domain = load_domain(config.domain)
     protocol = config.resolved_protocol(domain)
+    if config.selection is not None or config.user_epsilon:
+        from beliefagent.eval.selection import selection_task
+
+        return selection_task(config, domain, protocol)
     if isinstance(domain, QuestionnaireDomain):
         return make_questionnaire_task(
             domain,
@@ -618,4 +629,8 @@ def run_eval(
     run.summary["resumed_results"] = resumed
     for entry, spec in zip(run.summary["assistants"], specs, strict=True):
         entry["policy"] = spec.policy if spec.is_llm else None
+    if config.selection is not None:
+        from beliefagent.eval.selection import selection_summary
+
+        selection_summary(run.summary, task)
     return run

@@ -25,11 +25,12 @@ import numpy as np
 import numpy.typing as npt
 
 from beliefagent.adapters.base import Backend, GenerationSettings, Message, Reply
-from beliefagent.belief import ChoiceModel
+from beliefagent.belief import ChoiceModel, SelectionConfig
 from beliefagent.domains import ChoiceDomain
 from beliefagent.errors import BackendError, ChoiceError, ConfigError, OptionError
 from beliefagent.middleware.parsing import parse_answer
 from beliefagent.middleware.policies import Decision, check_policy, decide
+from beliefagent.middleware.selection import CandidatesInput, SelectedOptions, read_candidates
 from beliefagent.prompts import DialoguePrompts
 from beliefagent.teachers import BayesianTeacher, BeliefSummary
 from beliefagent.trajectories import (
@@ -116,6 +117,7 @@ class Session:
         score_labels: bool = True,
         ask_llm: bool | None = None,
         meta: Mapping[str, Any] | None = None,
+        selection: SelectionConfig | None = None,
     ) -> None:
         self.policy = check_policy(policy, guard_threshold)
         if max_reasks < 0:
@@ -156,6 +158,9 @@ class Session:
             TrajectoryWriter(log) if isinstance(log, str | Path) else log
         )
         self.closed = False
+        self.selection = selection or SelectionConfig()
+        self._selected: SelectedOptions | None = None  # chosen by select(), not yet shown
+        self._pending_selection: SelectedOptions | None = None  # shown in the pending round
         if self.log is not None:
             self.log.write(
                 SessionStart(
@@ -172,6 +177,11 @@ class Session:
                         "likelihood": self.teacher.likelihood.name if self.teacher else None,
                         "tie_break": tie_break,
                         "max_tokens": base.max_tokens,
+                        "selection": {
+                            "strategy": self.selection.strategy,
+                            "margin": self.selection.margin,
+                            "search": self.selection.search,
+                        },
                     },
                     meta=dict(meta or {}),
                 )
@@ -210,6 +220,41 @@ class Session:
         if levels is None or self.domain is None or self.prompts.style == "paper":
             return texts
         return self.prompts.render_options(self.domain, levels)
+
+    def select(
+        self, candidates: CandidatesInput, k: int | None = None, strategy: str | None = None
+    ) -> SelectedOptions:
+        """Choose the options to show from ``candidates`` (texts, ``{feature: value}`` or level
+        indices; at least ``k``) by ``strategy`` (default: the session's ``selection`` config).
+        Pass ``.levels`` to :meth:`recommend`; that round's log then records the candidates and
+        the chosen positions."""
+        if self.teacher is None or self.domain is None:
+            raise ConfigError("selection needs a domain with a belief", field="domain", value=None)
+        if k is not None and k != self.n_options:
+            raise ConfigError(
+                f"{self.domain.name} shows {self.n_options} options a round", field="k", value=k
+            )
+        config = self.selection
+        if strategy is not None and strategy != config.strategy:
+            config = SelectionConfig(
+                strategy,
+                margin=config.margin,
+                search=config.search,
+                exact_limit=config.exact_limit,
+                n_seeds=config.n_seeds,
+                seed_budget=config.seed_budget,
+            )
+        levels = read_candidates(self.domain, candidates)
+        chosen = self.teacher.select(levels, None, config)
+        picked = levels[chosen.indices]
+        self._selected = SelectedOptions(
+            indices=chosen.indices,
+            levels=picked,
+            options=self.domain.render_options(picked),
+            selection=chosen,
+            candidates=levels,
+        )
+        return self._selected
 
     # --- the LLM ------------------------------------------------------------------------------
     def _hint(self, result: TurnResult) -> str | None:
@@ -282,6 +327,10 @@ class Session:
                 value=self.session_id,
             )
         texts, levels = self._read_options(options)
+        selected, self._selected = self._selected, None
+        if selected is not None and (levels is None or not np.array_equal(levels, selected.levels)):
+            selected = None  # the options shown are not the ones selected
+        self._pending_selection = selected
         result = TurnResult(
             round=self.round, options=texts, shown_choice=None, decision=Decision(None, "none", "")
         )
@@ -392,6 +441,7 @@ class Session:
         elif self.domain is None:
             snap = BeliefSnapshot(entropy=0.0, n_hypotheses=0, available=False)
         backend = self.backend if self.ask_llm else None
+        chosen = self._pending_selection
         return Turn(
             session_id=self.session_id,
             user_id=self.user_id,
@@ -419,6 +469,9 @@ class Session:
             errors=result.errors,
             invalid=result.invalid,
             user_message=user_message,
+            selection=chosen.record(self.domain)
+            if chosen is not None and self.domain is not None
+            else None,
         )
 
     def close(self, reason: str = "completed") -> None:

@@ -51,6 +51,7 @@ from beliefagent.server.sessions import (
     check_session_id,
     choice_reply,
     parse_extension,
+    read_candidates_field,
     read_options,
     turn_extension,
 )
@@ -214,7 +215,12 @@ class _Server:
                 )
             opening = session.session is None
             try:
-                levels = read_options(session.domain, turn.options)
+                cands = None
+                if turn.candidates is not None:
+                    cands = read_candidates_field(session.domain, turn.candidates)
+                    levels = cands[: session.domain.n_options]  # replaced by the selection
+                else:
+                    levels = read_options(session.domain, turn.options)
                 session.check_turn(turn.choice)
                 if opening:
                     if not self.sessions.holds(session):
@@ -231,7 +237,9 @@ class _Server:
                         user_id=turn.user_id,
                         fallback=self.config.upstream_errors == "fallback",
                     )
-                result = await run_in_threadpool(session.turn, levels, turn.choice)
+                result = await run_in_threadpool(
+                    session.turn, levels, turn.choice, candidates=cands, strategy=turn.selection
+                )
             except UpstreamFailure as exc:
                 raise from_backend_error(exc.error) from exc
             except BeliefAgentError as exc:

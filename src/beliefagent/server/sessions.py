@@ -8,7 +8,9 @@ it through ``extra_body={"beliefagent": {...}}``)::
         "session_id": "u42-trip",        # required: 1-128 of A-Z a-z 0-9 . _ : @ -
         "user_id": "u42",                # optional, logged
         "domain": "flight",              # optional, the server's --domain by default
-        "options": [...],                # required: option texts, or {feature: value} objects
+        "options": [...],                # option texts, or {feature: value} objects
+        "candidates": [...],             # instead of options: the session picks what to show
+        "selection": "eig",              # with candidates: random | eig | reward | mixed
         "choice": 1,                     # the user's real choice for the previous round
         "policy": "guard"                # optional: llm | bayes | hint | guard
     }
@@ -51,8 +53,9 @@ from beliefagent.errors import (
     OptionError,
     SpecError,
 )
-from beliefagent.middleware import POLICIES, Session, TurnResult
+from beliefagent.middleware import POLICIES, SelectedOptions, Session, TurnResult
 from beliefagent.server.http_errors import APIError
+from beliefagent.server.selection import check_strategy, read_candidates_field, selected_payload
 from beliefagent.server.upstream import ModelRoute
 from beliefagent.trajectories import TrajectoryWriter, Turn
 
@@ -63,6 +66,7 @@ __all__ = [
     "TurnRequest",
     "UpstreamFailure",
     "parse_extension",
+    "read_candidates_field",
     "read_options",
 ]
 
@@ -70,7 +74,9 @@ logger = logging.getLogger(__name__)
 
 EXTENSION_FIELD = "beliefagent"
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-_KNOWN = frozenset({"session_id", "user_id", "domain", "options", "choice", "policy"})
+_KNOWN = frozenset(
+    {"session_id", "user_id", "domain", "options", "choice", "policy", "candidates", "selection"}
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,9 @@ class TurnRequest:
     domain: str | None = None
     choice: int | None = None
     policy: str | None = None
+    candidates: list[Any] | None = None
+    """instead of options: choose what to show from these (see beliefagent.server.selection)."""
+    selection: str | None = None
 
 
 def _field(name: str) -> str:
@@ -133,14 +142,31 @@ def parse_extension(value: Any) -> TurnRequest:
             f"unknown policy (one of {', '.join(POLICIES)})", field=_field("policy"), value=policy
         )
     options = value.get("options")
-    if not isinstance(options, list) or not options:
+    candidates = value.get("candidates")
+    strategy = check_strategy(value.get("selection"))
+    if candidates is not None:
+        if options is not None:
+            raise OptionError(
+                "give options or candidates, not both", field=_field("candidates"), value=None
+            )
+        if not isinstance(candidates, list) or not candidates:
+            raise OptionError(
+                "must be a non-empty list of option texts or {feature: value} objects",
+                field=_field("candidates"),
+                value=candidates,
+            )
+        options = []
+    elif strategy is not None:
+        raise InputError("applies to candidates only", field=_field("selection"), value=strategy)
+    elif not isinstance(options, list) or not options:
         raise OptionError(
-            "required: a non-empty list of option texts or {feature: value} objects",
+            "required: a non-empty list of option texts or {feature: value} objects"
+            " (or candidates)",
             field=_field("options"),
             value=options,
         )
     choice = check_choice(value.get("choice"), _field("choice"))
-    return TurnRequest(session_id, options, user_id, domain, choice, policy)
+    return TurnRequest(session_id, options, user_id, domain, choice, policy, candidates, strategy)
 
 
 def read_options(domain: ChoiceDomain, options: Sequence[Any]) -> npt.NDArray[np.int64]:
@@ -219,6 +245,7 @@ class ServerSession:
         self.session: Session | None = None
         self.pending_round: int | None = None
         self.observed: dict[int, int] = {}
+        self.selected: SelectedOptions | None = None  # the last round's choice from candidates
         self.last_used = time.monotonic()
         self.closed = False
 
@@ -293,11 +320,23 @@ class ServerSession:
                     param=_field("choice"),
                 )
 
-    def turn(self, levels: npt.NDArray[np.int64], choice: int | None) -> TurnResult:
-        """Record ``choice`` for the pending round (if any), then answer a new round."""
+    def turn(
+        self,
+        levels: npt.NDArray[np.int64],
+        choice: int | None,
+        *,
+        candidates: npt.NDArray[np.int64] | None = None,
+        strategy: str | None = None,
+    ) -> TurnResult:
+        """Record ``choice`` for the pending round (if any), then answer a new round: on
+        ``levels``, or on the options chosen from ``candidates`` with the updated belief."""
         assert self.session is not None
         if choice is not None and self.pending_round is not None:
             self.observe(choice)
+        self.selected = None
+        if candidates is not None:
+            self.selected = self.session.select(candidates, strategy=strategy)
+            levels = self.selected.levels
         result = self.session.recommend(levels)
         self.pending_round = result.round
         return result
@@ -523,6 +562,7 @@ def turn_extension(
         "invalid": result.invalid,
         "errors": list(result.errors),
         "awaiting_choice": True,
+        "selected": selected_payload(session.selected),
     }
 
 

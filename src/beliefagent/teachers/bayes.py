@@ -16,6 +16,7 @@ import numpy.typing as npt
 from beliefagent.belief import Belief, ChoiceModel, NoiseFree, argmax_first, predictive
 from beliefagent.belief.likelihood import TIE_TOL
 from beliefagent.belief.posterior import expected_information_gain, log_normalize
+from beliefagent.belief.selection import Selection, SelectionConfig, select_subset
 from beliefagent.domains import ChoiceDomain, QuestionnaireDomain
 from beliefagent.errors import ChoiceError, ConfigError
 
@@ -159,6 +160,26 @@ class BayesianTeacher:
             expected_rewards=expected.tolist(),
             predictive=predictive(post, probs).tolist(),
             information_gain=float(expected_information_gain(post, probs)),
+        )
+
+    def select(
+        self,
+        candidates: npt.ArrayLike,
+        k: int | None = None,
+        config: SelectionConfig | None = None,
+    ) -> Selection:
+        """Choose ``k`` (default: the options per round) of ``candidates (N, n_features)`` level
+        indices to show, by ``config.strategy`` over the current posterior (see
+        :mod:`beliefagent.belief.selection`); ``random`` draws from the teacher's seeded rng."""
+        lv = self.domain.validate_candidates(candidates, k)
+        x = self.domain.codes(lv)  # (N, n_feat)
+        return select_subset(
+            self.belief.probs,
+            self.weights @ x.T,  # (n_hyp, N)
+            self.domain.n_options if k is None else k,
+            self.likelihood,
+            config,
+            self._rng,
         )
 
     def observe(self, option_set: npt.ArrayLike, choice: int) -> bool:

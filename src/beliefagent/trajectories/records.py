@@ -195,6 +195,27 @@ class OptionRecord(_Model):
     features: dict[str, FeatureValue] | None = None
 
 
+class SelectionRecord(_Model):
+    """How the options of a round were chosen from candidates (active elicitation):
+    ``indices[i]`` is the position in ``candidates`` of the round's option ``i``."""
+
+    strategy: str
+    candidates: list[OptionRecord]
+    indices: list[int]
+    search: str | None = None
+    information_gain: float | None = None
+
+    @model_validator(mode="after")
+    def _indices_in_candidates(self) -> SelectionRecord:
+        n = len(self.candidates)
+        for i in self.indices:
+            if not 0 <= i < n:
+                raise ChoiceError(f"out of range for {n} candidate(s)", field="indices", value=i)
+        if len(set(self.indices)) != len(self.indices):
+            raise InputError("a candidate is chosen twice", field="indices", value=self.indices)
+        return self
+
+
 class Decision(_Model):
     """What the policy did with the two recommendations."""
 
@@ -286,10 +307,17 @@ class Turn(_RecordBase):
     errors: list[str] = Field(default_factory=list)
     invalid: bool = False
     user_message: str | None = None
+    selection: SelectionRecord | None = None
 
     @model_validator(mode="after")
     def _indices_in_range(self) -> Turn:
         n = len(self.options)
+        if self.selection is not None and len(self.selection.indices) != n:
+            raise InputError(
+                f"names {len(self.selection.indices)} candidates for {n} options",
+                field="selection.indices",
+                value=self.selection.indices,
+            )
         for name in _CHOICE_FIELDS:
             value = getattr(self, name)
             if value is not None and not 0 <= value < n:
