@@ -3,8 +3,13 @@ option sets, and small in-process backends."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 
+import httpx
 import numpy as np
 
 from beliefagent.adapters import GenerationSettings, Message, Reply, StubServer
@@ -62,3 +67,52 @@ def stub_registry(
         backend = http.backend(stub.model, adapter=name, retries=retries)
         routes.append(ModelRoute(name, http, backend, parent=stub.model))
     return ModelRegistry(routes, canary=canary)
+
+
+RUN_SERVE = "import typer; from beliefagent.server import serve_command; typer.run(serve_command)"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Wait until ``url/health`` answers 200 (fails if ``proc`` exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited early: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("serve did not become healthy")
+
+
+def start_serve(
+    args: list[str], port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``beliefagent serve ARGS --port PORT`` as a process, once healthy."""
+    argv = [sys.executable, "-c", RUN_SERVE, *args, "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

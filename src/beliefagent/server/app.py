@@ -39,10 +39,10 @@ from starlette.routing import Route
 
 from beliefagent.adapters.base import GenerationSettings
 from beliefagent.errors import BeliefAgentError, ConfigError, InputError
+from beliefagent.server.durable import DurableSessions, store_error
 from beliefagent.server.http_errors import APIError, from_backend_error, from_exception
 from beliefagent.server.limits import Authenticator, RateLimiter, read_body
 from beliefagent.server.openai_format import completion_payload, sse_events, usage_payload
-from beliefagent.server.durable import DurableSessions, store_error
 from beliefagent.server.sessions import (
     EXTENSION_FIELD,
     SessionRegistry,

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from beliefagent.adapters.base import GenerationSettings
 from beliefagent.errors import BeliefAgentError, DataError
@@ -316,8 +317,7 @@ class DurableSessions:
         if self.store.count_open() >= self.registry.max_sessions:
             raise APIError(
                 503,
-                f"too many open sessions ({self.registry.max_sessions}); close some or retry"
-                " later",
+                f"too many open sessions ({self.registry.max_sessions}); close some or retry later",
                 type="server_error",
                 code="too_many_sessions",
                 headers={"Retry-After": "5"},
@@ -345,7 +345,9 @@ class DurableSessions:
         return TurnOutcome(session, result, opened=True)
 
     @staticmethod
-    def _resend(session: ServerSession, levels: np.ndarray, choice: int | None) -> TurnResult | None:
+    def _resend(
+        session: ServerSession, levels: npt.NDArray[np.int64], choice: int | None
+    ) -> TurnResult | None:
         """The pending round's answer when this request is the one that opened it (same
         options, same choice for the round before), else ``None``."""
         middleware = session.session

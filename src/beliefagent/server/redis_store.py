@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from beliefagent.errors import ConfigError
 from beliefagent.server.store import (
@@ -114,10 +114,10 @@ class RedisStore:
             raise StoreError(f"session store {self.url}: {exc}") from exc
         if found[0] is None:
             return None
-        return int(found[0]), loads(found[1])
+        return int(found[0]), loads(cast(bytes, found[1]))
 
     def save(self, session_id: str, state: dict[str, Any], version: int) -> None:
-        args = [
+        args: list[str | int | float] = [
             version,
             dumps(state),
             "1" if _is_open(state) else "0",

@@ -59,6 +59,7 @@ __all__ = [
     "LogRead",
     "TrajectoryWriter",
     "completed_session_ids",
+    "dialogue_keys",
     "group_sessions",
     "iter_records",
     "read_trajectories",
@@ -369,14 +370,32 @@ def iter_records(
         logger.warning("%s:%d: skipped %s line: %s", log_path, line_no, kind, reason)
 
 
-def group_sessions(records: Iterable[SessionStart | Turn | SessionEnd]) -> dict[str, list[Turn]]:
-    """The turns of each session, ordered by round (stable: repeated rounds keep log order).
+def dialogue_keys(records: Iterable[SessionStart | Turn | SessionEnd]) -> Iterator[str]:
+    """The dialogue each record belongs to: its ``session_id``, except that a second
+    :class:`SessionStart` under an id already seen starts a new dialogue, keyed
+    ``"<session_id>#2"`` (then ``#3``, ...), and the records after it belong to that one. So a
+    log where one id was reused (e.g. by a server that forgot its sessions on restart) never
+    stitches two dialogues together."""
+    starts: dict[str, int] = {}
+    for record in records:
+        sid = record.session_id
+        if isinstance(record, SessionStart):
+            starts[sid] = starts.get(sid, 0) + 1
+        n = starts.get(sid, 1)
+        yield sid if n <= 1 else f"{sid}#{n}"
 
-    Sessions appear in the order first seen; a session with a start but no turns maps to ``[]``.
+
+def group_sessions(records: Iterable[SessionStart | Turn | SessionEnd]) -> dict[str, list[Turn]]:
+    """The turns of each dialogue, ordered by round (stable: repeated rounds keep log order).
+
+    Dialogues are keyed as :func:`dialogue_keys` says (the session id, ``"<id>#2"`` for an id
+    that was started again) and appear in the order first seen; a session with a start but no
+    turns maps to ``[]``.
     """
     sessions: dict[str, list[Turn]] = {}
-    for record in records:
-        turns = sessions.setdefault(record.session_id, [])
+    records = list(records)
+    for key, record in zip(dialogue_keys(records), records, strict=True):
+        turns = sessions.setdefault(key, [])
         if isinstance(record, Turn):
             turns.append(record)
     for turns in sessions.values():
