@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from beliefagent.adapters import GenerationSettings, Message, Reply, StubServer
 from beliefagent.domains import load_domain
 from beliefagent.server import Canary, HTTPUpstream, ModelRegistry, ModelRoute
+from beliefagent.teachers import BayesianTeacher
 
 FLIGHT = load_domain("flight")
 ANSWER = "The best option is Flight 2."
@@ -116,3 +118,45 @@ def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+# --- playing sessions through a server (durable and Redis tests) -----------------------------
+ROUNDS = option_texts(seed=21, rounds=6)
+
+
+def play_choice(sid: str, r: int) -> int:
+    return (sum(map(ord, sid)) + 2 * r) % 3
+
+
+def turn_body(model: str, sid: str, r: int, *, choice: bool = True) -> dict[str, Any]:
+    ext: dict[str, Any] = {"session_id": sid, "options": ROUNDS[r]}
+    if r and choice:
+        ext["choice"] = play_choice(sid, r - 1)
+    return {"model": model, "messages": [], "beliefagent": ext}
+
+
+def play_turn(url: str, model: str, sid: str, r: int, **headers: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{url}/v1/chat/completions", json=turn_body(model, sid, r), headers=headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    ext = response.json()["beliefagent"]
+    assert ext["round"] == r
+    return ext
+
+
+def belief_of(ext: dict[str, Any]) -> tuple[Any, ...]:
+    return (ext["round"], ext["entropy"], ext["n_alive"], tuple(ext["bayes_distribution"]))
+
+
+def reference_beliefs(sid: str, rounds: int) -> list[tuple[Any, ...]]:
+    """The belief each round shows, computed by the teacher alone."""
+    teacher = BayesianTeacher(FLIGHT)
+    out = []
+    for r in range(rounds):
+        levels = FLIGHT.parse_option_set(ROUNDS[r])
+        rec = teacher.recommend(levels)
+        s = teacher.summary()
+        out.append((r, s.entropy, s.n_alive, tuple(rec.predictive)))
+        teacher.observe(levels, play_choice(sid, r))
+    return out

@@ -14,7 +14,19 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from server_helpers import FLIGHT, free_port, option_texts, start_serve, stop, stub_registry
+from server_helpers import (
+    FLIGHT,
+    ROUNDS,
+    belief_of,
+    free_port,
+    play_choice,
+    play_turn,
+    reference_beliefs,
+    start_serve,
+    stop,
+    stub_registry,
+    turn_body,
+)
 
 from beliefagent.adapters import StubServer
 from beliefagent.export import sessions_from_log
@@ -23,46 +35,6 @@ from beliefagent.server.background import serving
 from beliefagent.server.store import SQLiteStore, default_store_path
 from beliefagent.teachers import BayesianTeacher
 from beliefagent.trajectories import SessionStart, TrajectoryWriter, Turn, read_trajectories
-
-ROUNDS = option_texts(seed=21, rounds=6)
-
-
-def _choice(sid: str, r: int) -> int:
-    return (sum(map(ord, sid)) + 2 * r) % 3
-
-
-def _body(model: str, sid: str, r: int, *, choice: bool = True) -> dict[str, Any]:
-    ext: dict[str, Any] = {"session_id": sid, "options": ROUNDS[r]}
-    if r and choice:
-        ext["choice"] = _choice(sid, r - 1)
-    return {"model": model, "messages": [], "beliefagent": ext}
-
-
-def _turn(url: str, model: str, sid: str, r: int, **headers: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{url}/v1/chat/completions", json=_body(model, sid, r), headers=headers, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    ext = response.json()["beliefagent"]
-    assert ext["round"] == r
-    return ext
-
-
-def _belief(ext: dict[str, Any]) -> tuple[Any, ...]:
-    return (ext["round"], ext["entropy"], ext["n_alive"], tuple(ext["bayes_distribution"]))
-
-
-def _reference(sid: str, rounds: int) -> list[tuple[Any, ...]]:
-    """The belief each round shows, computed by the teacher alone."""
-    teacher = BayesianTeacher(FLIGHT)
-    out = []
-    for r in range(rounds):
-        levels = FLIGHT.parse_option_set(ROUNDS[r])
-        rec = teacher.recommend(levels)
-        s = teacher.summary()
-        out.append((r, s.entropy, s.n_alive, tuple(rec.predictive)))
-        teacher.observe(levels, _choice(sid, r))
-    return out
 
 
 @contextmanager
@@ -76,16 +48,16 @@ def _server(stub: StubServer, log: Path, **config: Any) -> Iterator[str]:
         yield url
 
 
-def test_restart_resumes_every_session_with_the_same_belief(stub: StubServer, tmp_path) -> None:
+def test_restart_resumes_every_session_with_the_samebelief_of(stub: StubServer, tmp_path) -> None:
     log = tmp_path / "serve.jsonl"
     seen: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
     # each round on a fresh server: every request finds its session only in the store
     for r in range(4):
         with _server(stub, log) as url:
             for sid in seen:
-                seen[sid].append(_turn(url, stub.model, sid, r))
+                seen[sid].append(play_turn(url, stub.model, sid, r))
     for sid, exts in seen.items():
-        assert [_belief(e) for e in exts] == _reference(sid, 4)
+        assert [belief_of(e) for e in exts] == reference_beliefs(sid, 4)
     read = read_trajectories(log)
     starts = [rec for rec in read.records if isinstance(rec, SessionStart)]
     assert sorted(s.session_id for s in starts) == ["a", "b"]  # never started twice
@@ -93,7 +65,7 @@ def test_restart_resumes_every_session_with_the_same_belief(stub: StubServer, tm
     turns = sorted(
         (t.session_id, t.round, t.user_choice) for t in read.records if isinstance(t, Turn)
     )
-    assert turns == [(sid, r, _choice(sid, r)) for sid in ("a", "b") for r in range(3)]
+    assert turns == [(sid, r, play_choice(sid, r)) for sid in ("a", "b") for r in range(3)]
     # the pending round survived too: its choice goes through the choice endpoint
     with _server(stub, log) as url:
         state = httpx.get(f"{url}/v1/beliefagent/sessions/a").json()
@@ -107,21 +79,21 @@ def test_closed_ids_stay_closed_and_owned_ids_stay_owned(stub: StubServer, tmp_p
     keys = ("key-a", "key-b")
     a, b = ({"authorization": f"Bearer {k}"} for k in keys)
     with _server(stub, log, api_keys=keys) as url:
-        _turn(url, stub.model, "closed-one", 0, **a)
+        play_turn(url, stub.model, "closed-one", 0, **a)
         assert httpx.delete(f"{url}/v1/beliefagent/sessions/closed-one", headers=a).is_success
-        _turn(url, stub.model, "owned", 0, **a)
+        play_turn(url, stub.model, "owned", 0, **a)
     for _restart in range(2):
         with _server(stub, log, api_keys=keys) as url:
             for headers in (a, b):
                 again = httpx.post(
                     f"{url}/v1/chat/completions",
-                    json=_body(stub.model, "closed-one", 0),
+                    json=turn_body(stub.model, "closed-one", 0),
                     headers=headers,
                 )
                 assert again.status_code == 409, again.text
                 assert again.json()["error"]["code"] == "session_closed"
             other = httpx.post(
-                f"{url}/v1/chat/completions", json=_body(stub.model, "owned", 1), headers=b
+                f"{url}/v1/chat/completions", json=turn_body(stub.model, "owned", 1), headers=b
             )
             assert other.status_code == 403 and other.json()["error"]["code"] == "session_forbidden"
             assert httpx.get(f"{url}/v1/beliefagent/sessions/owned", headers=b).status_code == 403
@@ -132,15 +104,15 @@ def test_closed_ids_stay_closed_and_owned_ids_stay_owned(stub: StubServer, tmp_p
 def test_a_resent_turn_gets_the_same_answer_once(stub: StubServer, tmp_path) -> None:
     log = tmp_path / "serve.jsonl"
     with _server(stub, log) as url:
-        _turn(url, stub.model, "r", 0)
-        first = _turn(url, stub.model, "r", 1)
+        play_turn(url, stub.model, "r", 0)
+        first = play_turn(url, stub.model, "r", 1)
         calls = len(stub.requests)
-        again = _turn(url, stub.model, "r", 1)  # the client never saw the answer: resends
+        again = play_turn(url, stub.model, "r", 1)  # the client never saw the answer: resends
         assert again == first
         assert len(stub.requests) == calls  # answered from the store, not asked again
-        _turn(url, stub.model, "r", 2)
+        play_turn(url, stub.model, "r", 2)
     turns = [(t.round, t.user_choice) for t in read_trajectories(log).records if t.kind == "turn"]
-    assert turns == [(0, _choice("r", 0)), (1, _choice("r", 1))]
+    assert turns == [(0, play_choice("r", 0)), (1, play_choice("r", 1))]
 
 
 class _CrashAfterLog(SQLiteStore):
@@ -160,33 +132,33 @@ def test_a_turn_logged_before_a_crash_is_recovered_not_doubled(stub: StubServer,
     store = _CrashAfterLog(default_store_path(log))
     app = create_app(stub_registry(stub), ServerConfig(), log=writer, store=store)
     with serving(app) as url:
-        _turn(url, stub.model, "c", 0)
+        play_turn(url, stub.model, "c", 0)
         store.armed = True  # round 0's choice gets logged, then the process is gone
-        response = httpx.post(f"{url}/v1/chat/completions", json=_body(stub.model, "c", 1))
+        response = httpx.post(f"{url}/v1/chat/completions", json=turn_body(stub.model, "c", 1))
         assert response.status_code == 500
         store.armed = False
     assert [t.round for t in read_trajectories(log).records if t.kind == "turn"] == [0]
     with _server(stub, log) as url:  # the restart reads the log: round 0 was answered
-        exts = [_turn(url, stub.model, "c", r) for r in (1, 2)]
-    assert [_belief(e) for e in exts] == _reference("c", 3)[1:]
+        exts = [play_turn(url, stub.model, "c", r) for r in (1, 2)]
+    assert [belief_of(e) for e in exts] == reference_beliefs("c", 3)[1:]
     turns = [(t.round, t.user_choice) for t in read_trajectories(log).records if t.kind == "turn"]
-    assert turns == [(0, _choice("c", 0)), (1, _choice("c", 1))]
+    assert turns == [(0, play_choice("c", 0)), (1, play_choice("c", 1))]
 
 
 def test_sessions_from_a_log_without_a_store_are_rebuilt(stub: StubServer, tmp_path) -> None:
     log = tmp_path / "serve.jsonl"
     with _server(stub, log) as url:
         for r in range(3):
-            _turn(url, stub.model, "old", r)
+            play_turn(url, stub.model, "old", r)
     default_store_path(log).unlink()  # e.g. a log written before the store existed
     with _server(stub, log) as url:
         state = httpx.get(f"{url}/v1/beliefagent/sessions/old").json()
         assert state["round"] == 2 and state["awaiting_choice"] is False  # pending was not logged
-        body = _body(stub.model, "old", 3, choice=False)
+        body = turn_body(stub.model, "old", 3, choice=False)
         ext = httpx.post(f"{url}/v1/chat/completions", json=body).json()["beliefagent"]
     teacher = BayesianTeacher(FLIGHT)
     for r in range(2):
-        teacher.observe(FLIGHT.parse_option_set(ROUNDS[r]), _choice("old", r))
+        teacher.observe(FLIGHT.parse_option_set(ROUNDS[r]), play_choice("old", r))
     assert ext["round"] == 2 and ext["entropy"] == teacher.summary().entropy
 
 
@@ -235,7 +207,7 @@ def test_kill_9_mid_dialogue_then_restart(tmp_path: Path, signum: int) -> None:
         try:
             for r in range(3):
                 for sid in exts:
-                    exts[sid].append(_turn(url, stub.model, sid, r))
+                    exts[sid].append(play_turn(url, stub.model, sid, r))
             os.kill(proc.pid, signum)
             proc.wait(timeout=30)
         finally:
@@ -244,11 +216,11 @@ def test_kill_9_mid_dialogue_then_restart(tmp_path: Path, signum: int) -> None:
         try:
             for r in range(3, 5):
                 for sid in exts:
-                    exts[sid].append(_turn(url, stub.model, sid, r))
+                    exts[sid].append(play_turn(url, stub.model, sid, r))
         finally:
             stop(proc)
     for sid, got in exts.items():
-        assert [_belief(e) for e in got] == _reference(sid, 5)
+        assert [belief_of(e) for e in got] == reference_beliefs(sid, 5)
     read = read_trajectories(log)
     assert sorted(r.session_id for r in read.records if r.kind == "session_start") == ["k1", "k2"]
     rounds = sorted((t.session_id, t.round) for t in read.records if t.kind == "turn")

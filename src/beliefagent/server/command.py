@@ -196,9 +196,9 @@ def serve_command(
     ] = 1,
 ) -> None:
     """Serve an OpenAI-compatible endpoint with belief sessions in front of an upstream."""
+    args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
     import uvicorn
 
-    args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
     if upstream is not None and local:
         raise ConfigError("give --upstream or --local, not both", field="local", value=True)
     level = log_level.upper()
