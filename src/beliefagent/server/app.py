@@ -33,6 +33,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -42,6 +43,7 @@ from beliefagent.errors import BeliefAgentError, ConfigError, InputError
 from beliefagent.server.durable import DurableSessions, store_error
 from beliefagent.server.http_errors import APIError, from_backend_error, from_exception
 from beliefagent.server.limits import Authenticator, RateLimiter, read_body
+from beliefagent.server.metrics import MetricsMiddleware, ServerMetrics
 from beliefagent.server.openai_format import completion_payload, sse_events, usage_payload
 from beliefagent.server.sessions import (
     EXTENSION_FIELD,
@@ -82,6 +84,7 @@ class ServerConfig:
             and leaves the session unchanged; ``"fallback"`` — the policy's fallback answers
             (the teacher's choice) and the failure is listed in ``beliefagent.errors``.
         worker_threads: threads for session and local-model work.
+        metrics_public: serve ``/metrics`` without auth (default: the API's auth).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -97,6 +100,7 @@ class ServerConfig:
     session_timeout_s: float = 60.0
     upstream_errors: str = "error"
     worker_threads: int = 64
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -148,6 +152,7 @@ class _Server:
             fallback=config.upstream_errors == "fallback",
         )
         self._next_sweep = 0.0
+        self.metrics = ServerMetrics(self.durable.count_open)
 
     # -- admission ---------------------------------------------------------------------------
     def admit(self, request: Request) -> str:
@@ -176,6 +181,11 @@ class _Server:
         sessions = await run_in_threadpool(self.durable.count_open)
         return JSONResponse({"status": "ok", "sessions": sessions, "models": self.models.names()})
 
+    async def metrics_page(self, request: Request) -> Response:
+        if not self.config.metrics_public:
+            self.auth.identify(request)
+        return self.metrics.response()
+
     async def list_models(self, request: Request) -> Response:
         self.admit(request)
         return JSONResponse(
@@ -200,6 +210,7 @@ class _Server:
         self, client: str, model: str, turn: TurnRequest, body: dict[str, Any]
     ) -> Response:
         await self.expire_idle()
+        start = time.perf_counter()
         try:
             outcome = await run_in_threadpool(self.durable.turn, client, model, turn)
         except UpstreamFailure as exc:
@@ -209,6 +220,16 @@ class _Server:
         except BeliefAgentError as exc:
             raise from_exception(exc, param_prefix="") from exc
         session, result = outcome.session, outcome.result
+        self.metrics.turn(
+            result,
+            domain=session.domain.name,
+            policy=session.policy,
+            route=session.route.name,
+            canary=session.canary,
+            opened=outcome.opened,
+            replayed=outcome.replayed,
+            elapsed_s=time.perf_counter() - start,
+        )
         route = session.route
         extension = turn_extension(session, result, route=route)
         shown = result.shown_choice
@@ -376,6 +397,7 @@ def create_app(
 
     routes = [
         Route("/health", server.health, methods=["GET"]),
+        Route("/metrics", server.metrics_page, methods=["GET"]),
         Route("/v1/models", server.list_models, methods=["GET"]),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route(
@@ -394,6 +416,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(MetricsMiddleware, metrics=server.metrics)],
         exception_handlers={
             APIError: _api_error,
             BeliefAgentError: _library_error,

@@ -194,6 +194,9 @@ def serve_command(
     workers: Annotated[
         int, typer.Option(help="Server processes (more than 1 needs --session-store redis://).")
     ] = 1,
+    metrics_public: Annotated[
+        bool, typer.Option(help="Serve /metrics without the API's auth (for a scraper).")
+    ] = False,
 ) -> None:
     """Serve an OpenAI-compatible endpoint with belief sessions in front of an upstream."""
     args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
@@ -283,6 +286,7 @@ def _build_app(args: dict[str, Any]) -> Any:
         session_max_tokens=args["session_max_tokens"],
         session_timeout_s=args["upstream_timeout"],
         upstream_errors=args["upstream_errors"],
+        metrics_public=args["metrics_public"],
     )
     registry = build_registry(
         upstream=args["upstream"],
