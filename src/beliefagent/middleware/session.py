@@ -17,7 +17,7 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -100,20 +100,41 @@ def _levels_list(levels: npt.NDArray[np.int64] | None) -> list[list[int]] | None
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars and containers as plain Python (JSON-able) values."""
+    """numpy scalars in a flat mapping or list as plain Python (JSON-able) values."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [v.item() if isinstance(v, np.generic) else v for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
 
 
+def _belief_dict(b: BeliefSummary) -> dict[str, Any]:
+    return {
+        "entropy": float(b.entropy),
+        "n_hypotheses": int(b.n_hypotheses),
+        "n_alive": int(b.n_alive),
+        "map_index": int(b.map_index),
+        "map_weights": [float(w) for w in b.map_weights],
+        "mean_weights": {str(k): float(v) for k, v in b.mean_weights.items()},
+        "marginals": {str(k): [float(p) for p in v] for k, v in b.marginals.items()},
+        "support": [float(v) for v in b.support],
+        "emptied": bool(b.emptied),
+        "n_contradictions": int(b.n_contradictions),
+    }
+
+
 def result_to_dict(result: TurnResult) -> dict[str, Any]:
     """A :class:`TurnResult` as JSON-able data (:func:`result_from_dict` reads it back)."""
-    data: dict[str, Any] = _plain(asdict(result))
-    return data
+    data = {f.name: getattr(result, f.name) for f in fields(TurnResult)}
+    d = result.decision
+    data["decision"] = {"shown": d.shown, "source": d.source, "reason": d.reason}
+    data["belief"] = _belief_dict(result.belief) if result.belief is not None else None
+    for name in ("options", "raw_replies", "errors"):
+        data[name] = list(data[name])
+    plain: dict[str, Any] = _plain(data)  # the other fields are scalars or short lists
+    return plain
 
 
 def result_from_dict(data: Mapping[str, Any]) -> TurnResult:
@@ -187,6 +208,8 @@ class Session:
         self._last: tuple[int | None, int] = (None, 0)  # (shown, user choice) of the last round
         self._prompt: list[Message] = []
         self._played: list[tuple[npt.NDArray[np.int64] | None, int | None, int]] = []
+        self._played_data: list[dict[str, Any]] = []  # _played as JSON-able data
+        self._pending_data: dict[str, Any] | None = None
         self._owns_log = not isinstance(log, TrajectoryWriter) and log is not None
         self.log: TrajectoryWriter | None = (
             TrajectoryWriter(log) if isinstance(log, str | Path) else log
@@ -344,6 +367,7 @@ class Session:
         )
         result.shown_choice = result.decision.shown
         self._pending = (result, levels, user_text)
+        self._pending_data = None
         self._prompt = prompt
         return result
 
@@ -390,6 +414,8 @@ class Session:
         )
         self._last = (shown, choice)
         self._played.append((levels, shown, choice))
+        self._played_data.append({"levels": _levels_list(levels), "shown": shown, "choice": choice})
+        self._pending_data = None
         record = self._turn_record(result, levels, choice, user_message)
         if self.log is not None:
             self.log.write(record)
@@ -464,6 +490,11 @@ class Session:
         """The answered round that awaits the user's choice, if any."""
         return self._pending[0] if self._pending is not None else None
 
+    @property
+    def pending_levels(self) -> npt.NDArray[np.int64] | None:
+        """The option levels of the pending round, if any."""
+        return self._pending[1] if self._pending is not None else None
+
     def checkpoint(self) -> dict[str, Any]:
         """The dialogue's state as JSON-able data: every played round (option levels, the
         option shown, the user's choice) and the pending round. ``Session(..., resume=...)``
@@ -474,15 +505,10 @@ class Session:
             raise ConfigError(
                 "only sessions on a choice domain can be checkpointed", field="domain", value=None
             )
-        rounds = [
-            {"levels": _levels_list(lv), "shown": shown, "choice": choice}
-            for lv, shown, choice in self._played
-        ]
-        pending = None
-        if self._pending is not None:
+        if self._pending is not None and self._pending_data is None:
             result, levels, _ = self._pending
-            pending = {"levels": _levels_list(levels), "result": result_to_dict(result)}
-        return {"rounds": rounds, "pending": pending}
+            self._pending_data = {"levels": _levels_list(levels), "result": result_to_dict(result)}
+        return {"rounds": list(self._played_data), "pending": self._pending_data}
 
     def replay(self, levels: npt.ArrayLike, shown: int | None, choice: int) -> None:
         """Apply a round played earlier (its options, the option shown, the user's choice)
@@ -504,6 +530,9 @@ class Session:
         self.messages.append({"role": "assistant", "content": answer})
         self._last = (shown, int(choice))
         self._played.append((lv, shown, int(choice)))
+        self._played_data.append(
+            {"levels": _levels_list(lv), "shown": shown, "choice": int(choice)}
+        )
         self.round += 1
 
     def restore_pending(self, levels: npt.ArrayLike, result: TurnResult) -> None:
@@ -517,6 +546,7 @@ class Session:
         lv = self.domain.validate_option_set(levels)
         user_text, prompt = self._user_turn(result.options, result)
         self._pending = (result, lv, user_text)
+        self._pending_data = None
         self._prompt = prompt
 
     def _resume(self, state: Mapping[str, Any]) -> None:

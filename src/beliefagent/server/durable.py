@@ -46,7 +46,6 @@ import numpy.typing as npt
 from beliefagent.adapters.base import GenerationSettings
 from beliefagent.errors import BeliefAgentError, DataError
 from beliefagent.middleware import TurnResult
-from beliefagent.middleware.session import result_from_dict
 from beliefagent.server.http_errors import APIError
 from beliefagent.server.sessions import (
     ServerSession,
@@ -308,7 +307,11 @@ class DurableSessions:
             if turn.choice is not None and session.pending_round is not None:
                 session.observe(turn.choice)  # the turn record is logged ...
                 live.choice_reply = None
-                self._save(sid, live)  # ... then the choice is stored
+                if self.store.shared:
+                    # ... then the choice is stored, before the upstream call: another process
+                    # serving a resend must not record it twice. (One process recovers the
+                    # same from the log when it restarts.)
+                    self._save(sid, live)
             result = session.turn(levels, None)  # the upstream is asked
             self._save(sid, live)
             return TurnOutcome(session, result)
@@ -353,14 +356,12 @@ class DurableSessions:
         middleware = session.session
         if middleware is None or session.pending_round is None:
             return None
-        pending = middleware.checkpoint()["pending"]
-        if pending is None or not np.array_equal(np.asarray(pending["levels"]), levels):
+        pending, pending_levels = middleware.pending, middleware.pending_levels
+        if pending is None or pending_levels is None or not np.array_equal(pending_levels, levels):
             return None
         before = session.pending_round - 1
         expected = session.observed.get(before) if before >= 0 else None
-        if choice != expected:
-            return None
-        return result_from_dict(pending["result"])
+        return pending if choice == expected else None
 
     def choice(self, client: str, session_id: str, choice: int) -> dict[str, Any]:
         """Record the pending round's choice (the choice endpoint); the same choice sent again
