@@ -200,6 +200,24 @@ def _check_log(log: Path, sets: list[list[list[str]]]) -> dict[str, int]:
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants (Linux /proc).
+    Unlike latency it hardly depends on what else runs on the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def _stub_process(record: Path) -> int:
     """The stub upstream as its own process: prints its base URL, serves until stdin closes,
     then writes every request body it received to ``record`` (JSONL)."""
@@ -305,9 +323,13 @@ def main() -> int:
             # warm up (imports, every worker's upstream connection pool) outside the
             # measurement, with sessions of their own
             _through_server(url, "stub-model", [s[:1] for s in sets], prefix="warmup")
+            cpu_before = _cpu_seconds(proc.pid)
+            stub_cpu_before = _cpu_seconds(stub_proc.pid)
             start = time.perf_counter()
             server_times, errors = _through_server(url, "stub-model", sets, rate=args.rate)
             wall = time.perf_counter() - start
+            server_cpu = _cpu_seconds(proc.pid) - cpu_before
+            stub_cpu = _cpu_seconds(stub_proc.pid) - stub_cpu_before
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -349,6 +371,9 @@ def main() -> int:
         "stub_p99_ms": round(d99, 2),
         "ratio_p50": round(s50 / d50, 2) if d50 > 0 else None,
         "turns_per_s": round(len(server_times) / wall, 1),
+        # requests = turns + the final choice and the close of each session
+        "server_cpu_ms_per_turn": round(1000 * server_cpu / len(server_times), 2),
+        "stub_cpu_ms_per_turn": round(1000 * stub_cpu / len(server_times), 2),
         "errors": len(errors),
         **checks,
     }
@@ -359,7 +384,8 @@ def main() -> int:
         f"{f' at {args.rate:g} turns/s' if args.rate else ''}, {args.workers} worker(s),"
         f" fsync {fsync}: server p50 {s50:.1f} ms, p99 {s99:.1f} ms; stub alone p50"
         f" {d50:.1f} ms, p99 {d99:.1f} ms; added p50 {s50 - d50:.1f} ms, p99 {s99 - d99:.1f} ms"
-        f" (x{result['ratio_p50']}); {result['turns_per_s']} turns/s"
+        f" (x{result['ratio_p50']}); {result['turns_per_s']} turns/s; server CPU"
+        f" {result['server_cpu_ms_per_turn']} ms a turn (stub {result['stub_cpu_ms_per_turn']} ms)"
     )
     print(
         f"log: lost {checks['lost_turns']}, duplicated {checks['duplicated_turns']}, mixed"

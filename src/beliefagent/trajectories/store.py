@@ -100,7 +100,9 @@ class TrajectoryWriter:
     Parent directories are created. Durability:
 
     - ``fsync=True`` (default), ``fsync_interval=0``: every record is fsynced before
-      :meth:`write` returns (survives a power loss; costs one disk flush per record).
+      :meth:`write` returns (survives a power loss; costs a disk flush per record, except that
+      threads writing at the same time share one: the fsync runs outside the write lock and
+      covers every line written before it).
     - ``fsync=True``, ``fsync_interval=t > 0``: group commit — :meth:`write` returns once the
       line is written (so a killed process loses nothing) and a background thread fsyncs at
       most every ``t`` seconds when something was written; :meth:`close` fsyncs what is left.
@@ -120,6 +122,9 @@ class TrajectoryWriter:
         self.fsync = fsync
         self.fsync_interval = float(fsync_interval) if fsync else 0.0
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0  # lines written by this writer
+        self._synced = 0  # of which fsynced (per-record mode)
         self._dirty = False
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -181,6 +186,7 @@ class TrajectoryWriter:
                 "expected a SessionStart, Turn or SessionEnd", field="record", value=record
             )
         line = _serialise(record)
+        sync_fd = None
         with self._lock:
             fd = self._fd
             if fd is None:
@@ -191,14 +197,34 @@ class TrajectoryWriter:
                     _write_all(fd, _heal_prefix(fd) + line)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                self._written += 1
+                mine = self._written
                 if self.fsync_interval > 0:
                     self._dirty = True
                 elif self.fsync:
-                    os.fsync(fd)
+                    sync_fd = os.dup(fd)  # fsync outside the write lock (see _sync_upto)
             except OSError as exc:
                 raise DataError(
                     f"cannot append to trajectory log: {exc}", path=str(self.path)
                 ) from exc
+        if sync_fd is not None:
+            try:
+                self._sync_upto(sync_fd, mine)
+            except OSError as exc:
+                raise DataError(f"cannot fsync trajectory log: {exc}", path=str(self.path)) from exc
+            finally:
+                os.close(sync_fd)
+
+    def _sync_upto(self, fd: int, mine: int) -> None:
+        """fsync so that write number ``mine`` is durable. Writers that wait here together share
+        one fsync: it covers every line written before it started, so a thread whose line an
+        earlier fsync already covered returns without one."""
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            target = self._written  # every write counted here has completed
+            os.fsync(fd)
+            self._synced = max(self._synced, target)
 
     def close(self) -> None:
         """fsync what a group commit has pending, then close the file; further writes raise.
