@@ -18,15 +18,14 @@ sessions it used last in memory, keyed by version, and rebuilds only when anothe
 changed one.
 
 Ordering and crashes. Requests on one session hold its lock (across processes with Redis) from
-load to save. A turn with a choice writes the turn record to the log, then saves (the choice
-recorded), then asks the upstream, then saves again (the new round pending), then answers: a
+load to save. A turn with a choice writes the turn record to the log, then (on a store shared
+by processes) saves the choice, then asks the upstream, then saves the new pending round, then
+answers: a
 crash leaves a turn logged but unacknowledged, never acknowledged but unlogged. A client that
 sends the same turn again gets the answer already given (same options, same choice: the
 pending round is replayed, the upstream is not asked again), so retrying never loses or doubles
 a round. At start-up :meth:`DurableSessions.recover` reads the log once and brings the store
-level with it: a turn logged after the last save is applied, a ``session_end`` closes the
-session, and sessions the store does not know (a log from before the store existed) are rebuilt
-from their records (their pending round, never logged, is lost).
+level with it (see :mod:`beliefagent.server.recovery`).
 
 Closed ids stay closed for every key, and an open session answers only the key that opened it.
 """
@@ -44,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from beliefagent.adapters.base import GenerationSettings
-from beliefagent.errors import BeliefAgentError, DataError
+from beliefagent.errors import BeliefAgentError
 from beliefagent.middleware import TurnResult
 from beliefagent.server.http_errors import APIError
 from beliefagent.server.sessions import (
@@ -64,10 +63,7 @@ from beliefagent.server.store import (
 from beliefagent.server.upstream import ModelRegistry
 from beliefagent.trajectories import (
     SessionEnd,
-    SessionStart,
     TrajectoryWriter,
-    Turn,
-    iter_records,
 )
 
 __all__ = ["DurableSessions", "TurnOutcome", "store_error"]
@@ -444,114 +440,12 @@ class DurableSessions:
         return closed
 
     def recover(self) -> dict[str, int]:
-        """Bring the store level with the trajectory log (see the module docstring)."""
-        counts = {"applied_turns": 0, "closed": 0, "rebuilt": 0}
-        if self.log is None or not self.log.path.exists():
-            return counts
-        starts: dict[str, SessionStart] = {}
-        turns: dict[str, dict[int, Turn]] = {}
-        ends: dict[str, SessionEnd] = {}
-        try:
-            for record in iter_records(self.log.path):
-                sid = record.session_id
-                if isinstance(record, SessionStart):
-                    starts.setdefault(sid, record)
-                elif isinstance(record, Turn):
-                    turns.setdefault(sid, {})[record.round] = record
-                elif isinstance(record, SessionEnd):
-                    ends[sid] = record
-        except DataError:
-            logger.exception("cannot read %s to recover sessions", self.log.path)
-            return counts
-        for sid in {*starts, *turns, *ends}:
-            try:
-                with self.store.lock(sid, self.lock_timeout_s):
-                    self._recover_one(sid, starts.get(sid), turns.get(sid, {}), ends.get(sid),
-                                      counts)  # fmt: skip
-            except BeliefAgentError:
-                logger.exception("cannot recover session %s from the log", sid)
-        if any(counts.values()):
-            logger.info("recovered from %s: %s", self.log.path, counts)
-        return counts
+        """Bring the store level with the trajectory log (see
+        :func:`~beliefagent.server.recovery.recover_from_log`)."""
+        from beliefagent.server.recovery import recover_from_log
 
-    def _recover_one(
-        self,
-        sid: str,
-        start: SessionStart | None,
-        turns: dict[int, Turn],
-        end: SessionEnd | None,
-        counts: dict[str, int],
-    ) -> None:
-        found = self.store.load(sid)
-        if found is not None and found[1]["status"] != "open":
-            return
-        if found is None:
-            if start is None:
-                return
-            meta = start.meta
-            if end is not None:
-                state: dict[str, Any] = {"status": "closed", "reason": end.reason,
-                                         "owner": meta.get("client"), "rounds": end.rounds,
-                                         "last_used": now()}  # fmt: skip
-                self.store.save(sid, state, 1)
-                counts["closed"] += 1
-                return
-            version = 0
-            state = {
-                "status": "open",
-                "reason": None,
-                "owner": meta.get("client"),
-                "route": meta.get("route") or start.model,
-                "requested": meta.get("requested_model") or meta.get("route") or start.model,
-                "canary": bool(meta.get("canary", False)),
-                "domain": start.domain,
-                "policy": start.policy,
-                "user_id": start.user_id,
-                "rounds": 0,
-                "observed": {},
-                "pending_round": None,
-                "checkpoint": {"rounds": [], "pending": None},
-                "choice_reply": None,
-                "last_used": now(),
-            }
-            counts["rebuilt"] += 1
-        else:
-            version, state = found
-        changed = found is None
-        checkpoint = state["checkpoint"]
-        domain = self.registry.domain(state["domain"], field="domain")
-        while state["rounds"] in turns:
-            turn = turns[state["rounds"]]
-            if turn.user_choice is None:
-                break
-            pending = checkpoint["pending"]
-            if pending is not None:
-                levels, shown = pending["levels"], pending["result"]["shown_choice"]
-            else:
-                rows = [
-                    domain.option_from_values(o.features)
-                    if o.features
-                    else domain.parse_option(o.text)
-                    for o in turn.options
-                ]
-                levels, shown = [[int(v) for v in row] for row in rows], turn.shown_choice
-            checkpoint["rounds"].append(
-                {"levels": levels, "shown": shown, "choice": turn.user_choice}
-            )
-            checkpoint["pending"] = None
-            state["observed"][str(turn.round)] = turn.user_choice
-            state["pending_round"] = None
-            state["choice_reply"] = None
-            state["rounds"] += 1
-            counts["applied_turns"] += 1
-            changed = True
-        if end is not None:
-            closed = {"status": "closed", "reason": end.reason, "owner": state.get("owner"),
-                      "rounds": state["rounds"], "last_used": now()}  # fmt: skip
-            self.store.save(sid, closed, version + 1)
-            self._cache.pop(sid, None)
-            counts["closed"] += 1
-            return
-        if changed:
-            self.store.save(sid, state, version + 1)
-            self._cache.pop(sid, None)
+        return recover_from_log(self)
+
+    def forget(self, session_id: str) -> None:
+        """Drop this process's cached copy of a session (the store changed it)."""
+        self._cache.pop(session_id, None)
