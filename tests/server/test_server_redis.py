@@ -140,6 +140,12 @@ def test_serve_workers_share_sessions_on_redis(redis_url: str, tmp_path) -> None
         args += ["--session-store", redis_url, "--workers", "2"]
         proc = start_serve(args, port, {"OPENAI_API_KEY": "sk-upstream"})
         try:
+            children = [
+                int(c)
+                for task in Path(f"/proc/{proc.pid}/task").iterdir()
+                for c in (task / "children").read_text().split()
+            ]
+            assert len(children) >= 2  # the worker processes (and multiprocessing's helpers)
 
             def play(sid: str) -> list[dict[str, Any]]:
                 # a new connection per request, so the kernel spreads them over the workers

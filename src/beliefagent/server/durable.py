@@ -300,6 +300,7 @@ class DurableSessions:
             if replayed is not None:
                 return TurnOutcome(session, replayed, replayed=True)
             session.check_turn(turn.choice)
+            unsaved = False
             if turn.choice is not None and session.pending_round is not None:
                 session.observe(turn.choice)  # the turn record is logged ...
                 live.choice_reply = None
@@ -308,7 +309,14 @@ class DurableSessions:
                     # serving a resend must not record it twice. (One process recovers the
                     # same from the log when it restarts.)
                     self._save(sid, live)
-            result = session.turn(levels, None)  # the upstream is asked
+                else:
+                    unsaved = True
+            try:
+                result = session.turn(levels, None)  # the upstream is asked
+            except BaseException:
+                if unsaved:
+                    self._save(sid, live)  # the choice is logged: the store must know it too
+                raise
             self._save(sid, live)
             return TurnOutcome(session, result)
 
