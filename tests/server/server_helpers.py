@@ -82,7 +82,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 300) -> None:
     """Wait until ``url/health`` answers 200 (fails if ``proc`` exits first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from server_helpers import (
     ROUNDS,
     belief_of,
@@ -131,6 +132,7 @@ def test_one_turn_sent_to_both_processes_at_once_is_played_once(redis_url: str, 
     _check_log(log, (sid,), 3)
 
 
+@pytest.mark.slow  # spawns uvicorn's worker processes: slow to start on a loaded machine
 def test_serve_workers_share_sessions_on_redis(redis_url: str, tmp_path) -> None:
     log = tmp_path / "serve.jsonl"
     port = free_port()
