@@ -100,3 +100,37 @@ def test_options_on_the_local_model_log_the_belief_per_turn(local_server) -> Non
     assert all(t.belief is not None and t.belief.entropy > 0 for t in mine)
     assert mine[1].belief.entropy < mine[0].belief.entropy
     assert all(t.model == "SmolLM2-135M-Instruct" and t.raw_replies for t in mine)
+
+
+def test_local_model_streams_tokens_as_they_are_generated(local_server) -> None:
+    import time
+
+    url, _ = local_server
+    client = _client(url)
+    messages = [{"role": "user", "content": "Tell me about the sea."}]
+    started = time.perf_counter()
+    full = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=messages, max_tokens=24
+    )
+    generation_s = time.perf_counter() - started
+    stream = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct",
+        messages=messages,
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    arrivals: list[tuple[float, str]] = []
+    chunks = []
+    for chunk in stream:
+        chunks.append(chunk)
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append((time.perf_counter(), chunk.choices[0].delta.content))
+    assert "".join(piece for _, piece in arrivals) == full.choices[0].message.content
+    assert len(arrivals) >= 5  # about one chunk per token
+    # pieces arrive while the model is still generating (spread over most of the generation
+    # time), not all at once after it finished
+    spread = arrivals[-1][0] - arrivals[0][0]
+    assert spread > 0.3 * generation_s, (spread, generation_s)
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens

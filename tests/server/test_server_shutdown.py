@@ -1,4 +1,5 @@
-"""``serve`` as a process: SIGTERM and SIGINT close the open sessions and flush the log."""
+"""``serve`` as a process: SIGTERM and SIGINT flush the log and, with the in-process session
+store, close the open sessions (a durable store keeps them open: see test_server_durable)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_signal_closes_sessions_and_flushes_the_log(tmp_path: Path, signum: int)
     with StubServer(lambda _m: "The best option is Flight 3.") as stub:
         argv = [sys.executable, "-c", _RUN, "--upstream", stub.base_url]
         argv += ["--upstream-model", stub.model, "--log", str(log), "--port", str(port)]
-        argv += ["--log-level", "warning"]
+        argv += ["--log-level", "warning", "--session-store", "memory"]
         env = {**os.environ, "OPENAI_API_KEY": "sk-upstream"}
         proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
         try:

@@ -263,7 +263,7 @@ def test_sessions_on_different_routes_do_not_block_each_other() -> None:
 
 
 def test_choice_endpoint_errors(stub: StubServer, serve) -> None:
-    options = option_texts(seed=8, rounds=1)[0]
+    options, later = option_texts(seed=8, rounds=2)
     with serve(stub_registry(stub)) as url:
         missing = httpx.post(f"{url}/v1/beliefagent/sessions/nope/choice", json={"choice": 0})
         assert missing.status_code == 404 and missing.json()["error"]["param"] == "session_id"
@@ -277,13 +277,17 @@ def test_choice_endpoint_errors(stub: StubServer, serve) -> None:
         assert bad.status_code == 400
         assert bad.json()["error"]["param"] == "choice" and "7" in bad.json()["error"]["message"]
         # no choice yet: the next round is refused with a message naming the field
-        again = httpx.post(f"{url}/v1/chat/completions", json=body)
+        ext = {"session_id": "c", "options": later}
+        again = httpx.post(f"{url}/v1/chat/completions", json={**body, "beliefagent": ext})
         assert again.status_code == 409
         assert again.json()["error"]["param"] == "beliefagent.choice"
         ok = httpx.post(f"{url}/v1/beliefagent/sessions/c/choice", json={"choice": 2})
         assert ok.status_code == 200 and ok.json()["user_choice"] == 2
+        # the same choice sent again (a retry) gets the same reply; another one is a 409
         twice = httpx.post(f"{url}/v1/beliefagent/sessions/c/choice", json={"choice": 2})
-        assert twice.status_code == 409
+        assert twice.status_code == 200 and twice.json() == ok.json()
+        other = httpx.post(f"{url}/v1/beliefagent/sessions/c/choice", json={"choice": 1})
+        assert other.status_code == 409
         assert httpx.delete(f"{url}/v1/beliefagent/sessions/c").status_code == 200
         reopened = httpx.post(f"{url}/v1/chat/completions", json=body)
         assert reopened.status_code == 409

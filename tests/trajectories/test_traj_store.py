@@ -375,3 +375,31 @@ def test_negative_fsync_interval_names_the_field(log_path: Path) -> None:
     with pytest.raises(InputError) as info:
         TrajectoryWriter(log_path, fsync_interval=-1)
     assert info.value.field == "fsync_interval" and info.value.value == -1
+
+
+def test_concurrent_fsynced_writes_share_fsyncs(log_path: Path, monkeypatch) -> None:
+    """Per-record fsync: every write returns fsynced, but threads writing at the same time
+    share one fsync instead of queueing one each behind the write lock."""
+    calls = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        calls.append(fd)
+        time.sleep(0.01)  # a disk flush
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = TrajectoryWriter(log_path, fsync=True)
+    calls.clear()  # the directory fsync at creation
+    threads = [
+        threading.Thread(target=lambda i=i: writer.write(make_turn(f"s{i}", 0))) for i in range(16)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert sorted(r.session_id for r in read_trajectories(log_path).records) == sorted(
+        f"s{i}" for i in range(16)
+    )
+    assert 1 <= len(calls) < 16

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
     import torch
 
+    from beliefagent.adapters.local_stream import TokenStream
+
 __all__ = ["LocalBackend"]
 
 logger = logging.getLogger(__name__)
@@ -214,7 +216,18 @@ class LocalBackend:
             candidate_logprobs=scores,
         )
 
-    def _generate(self, prompt_ids: list[int], settings: GenerationSettings) -> list[int]:
+    def stream(self, messages: Sequence[Message], settings: GenerationSettings) -> TokenStream:
+        """Generate a reply token by token: iterate the returned
+        :class:`~beliefagent.adapters.local_stream.TokenStream` for text pieces as they are
+        generated; its ``reply`` is the finished :class:`Reply` (the same text :meth:`complete`
+        returns with greedy decoding). No candidate scoring."""
+        from beliefagent.adapters.local_stream import TokenStream
+
+        return TokenStream(self, validate_messages(messages), settings)
+
+    def _generate(
+        self, prompt_ids: list[int], settings: GenerationSettings, **extra: Any
+    ) -> list[int]:
         import torch
 
         ids = torch.tensor([prompt_ids], device=self.device)  # (1, T)
@@ -230,6 +243,7 @@ class LocalBackend:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if settings.stop:
             kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        kwargs.update(extra)
         if settings.temperature > 0 and settings.seed is not None:
             devices = [self.device] if self.device.type != "cpu" else []
             with torch.random.fork_rng(devices=devices):

@@ -141,6 +141,9 @@ class OpenAICompatibleBackend:
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
             raise ConfigError("must be a number > 0", field="timeout_s", value=timeout_s)
         self._openai = _import_openai()
+        from openai.types.chat import ChatCompletion
+
+        self._completion_type = ChatCompletion
         self.name = name
         self.model = model
         self.adapter = adapter
@@ -208,8 +211,19 @@ class OpenAICompatibleBackend:
 
     def _create(self, request: dict[str, Any], timeout_s: float) -> Any:
         openai = self._openai
+        body = {k: v for k, v in request.items() if k not in ("timeout", "extra_body")}
+        body.update(request.get("extra_body") or {})
         try:
-            return self._client.chat.completions.create(**request)
+            # The low-level post sends the body as is. ``chat.completions.create`` would first
+            # walk every message through the SDK's TypedDict transform, which costs about 0.5 ms
+            # per message: 20+ ms a request late in a dialogue. Messages here are already
+            # validated plain ``{"role", "content"}`` strings, so there is nothing to transform.
+            return self._client.post(
+                "/chat/completions",
+                cast_to=self._completion_type,
+                body=body,
+                options={"timeout": request["timeout"]},
+            )
         except openai.APIStatusError as exc:
             raise _status_error(exc) from exc
         except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass

@@ -222,6 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
     stub: StubServer
     protocol_version = "HTTP/1.1"
     server_version = "beliefagent-stub/1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm holds
+    # the body until the client's delayed ACK (about 40 ms on Linux) on a keep-alive connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("stub server: " + format, *args)

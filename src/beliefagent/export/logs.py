@@ -20,6 +20,7 @@ from beliefagent.trajectories import (
     SessionEnd,
     SessionStart,
     Turn,
+    dialogue_keys,
     group_sessions,
     read_trajectories,
 )
@@ -154,11 +155,11 @@ def sessions_from_log(
     ]
     starts: dict[str, SessionStart] = {}
     ended: set[str] = set()
-    for record in read.records:
+    for key, record in zip(dialogue_keys(read.records), read.records, strict=True):
         if isinstance(record, SessionStart):
-            starts.setdefault(record.session_id, record)
+            starts.setdefault(key, record)
         elif isinstance(record, SessionEnd):
-            ended.add(record.session_id)
+            ended.add(key)
     cache: dict[str, ChoiceDomain | Skip] = {}
     grouped = group_sessions(read.records)
     source.sessions = len(grouped)

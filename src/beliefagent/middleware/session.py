@@ -17,7 +17,7 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from beliefagent.trajectories import (
 from beliefagent.trajectories import Decision as DecisionRecord
 from beliefagent.trajectories import Message as MessageRecord
 
-__all__ = ["REASK", "Session", "TurnResult"]
+__all__ = ["REASK", "Session", "TurnResult", "result_from_dict", "result_to_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,63 @@ def _features(values: Mapping[str, str] | None) -> dict[str, float | int | str] 
     return None if values is None else dict(values)
 
 
+_NO_DECISION = Decision(None, "none", "")
+
+
+def _levels_list(levels: npt.NDArray[np.int64] | None) -> list[list[int]] | None:
+    return None if levels is None else [[int(v) for v in row] for row in levels]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars in a flat mapping or list as plain Python (JSON-able) values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [v.item() if isinstance(v, np.generic) else v for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _belief_dict(b: BeliefSummary) -> dict[str, Any]:
+    return {
+        "entropy": float(b.entropy),
+        "n_hypotheses": int(b.n_hypotheses),
+        "n_alive": int(b.n_alive),
+        "map_index": int(b.map_index),
+        "map_weights": [float(w) for w in b.map_weights],
+        "mean_weights": {str(k): float(v) for k, v in b.mean_weights.items()},
+        "marginals": {str(k): [float(p) for p in v] for k, v in b.marginals.items()},
+        "support": [float(v) for v in b.support],
+        "emptied": bool(b.emptied),
+        "n_contradictions": int(b.n_contradictions),
+    }
+
+
+def result_to_dict(result: TurnResult) -> dict[str, Any]:
+    """A :class:`TurnResult` as JSON-able data (:func:`result_from_dict` reads it back)."""
+    data = {f.name: getattr(result, f.name) for f in fields(TurnResult)}
+    d = result.decision
+    data["decision"] = {"shown": d.shown, "source": d.source, "reason": d.reason}
+    data["belief"] = _belief_dict(result.belief) if result.belief is not None else None
+    for name in ("options", "raw_replies", "errors"):
+        data[name] = list(data[name])
+    plain: dict[str, Any] = _plain(data)  # the other fields are scalars or short lists
+    return plain
+
+
+def result_from_dict(data: Mapping[str, Any]) -> TurnResult:
+    """The :class:`TurnResult` that :func:`result_to_dict` wrote."""
+    fields = dict(data)
+    decision = Decision(**fields.pop("decision"))
+    belief = fields.pop("belief")
+    return TurnResult(
+        decision=decision,
+        belief=BeliefSummary(**belief) if belief is not None else None,
+        **fields,
+    )
+
+
 class Session:
     """One user's dialogue. ``domain=None`` runs free-form options with the belief marked
     unavailable (then ``prompts`` and ``n_options`` must be given)."""
@@ -118,6 +175,7 @@ class Session:
         ask_llm: bool | None = None,
         meta: Mapping[str, Any] | None = None,
         selection: SelectionConfig | None = None,
+        resume: Mapping[str, Any] | None = None,
     ) -> None:
         self.policy = check_policy(policy, guard_threshold)
         if max_reasks < 0:
@@ -153,6 +211,9 @@ class Session:
         self._pending: tuple[TurnResult, npt.NDArray[np.int64] | None, str] | None = None
         self._last: tuple[int | None, int] = (None, 0)  # (shown, user choice) of the last round
         self._prompt: list[Message] = []
+        self._played: list[tuple[npt.NDArray[np.int64] | None, int | None, int]] = []
+        self._played_data: list[dict[str, Any]] = []  # _played as JSON-able data
+        self._pending_data: dict[str, Any] | None = None
         self._owns_log = not isinstance(log, TrajectoryWriter) and log is not None
         self.log: TrajectoryWriter | None = (
             TrajectoryWriter(log) if isinstance(log, str | Path) else log
@@ -161,7 +222,9 @@ class Session:
         self.selection = selection or SelectionConfig()
         self._selected: SelectedOptions | None = None  # chosen by select(), not yet shown
         self._pending_selection: SelectedOptions | None = None  # shown in the pending round
-        if self.log is not None:
+        if resume is not None:
+            self._resume(resume)
+        elif self.log is not None:
             self.log.write(
                 SessionStart(
                     session_id=self.session_id,
@@ -340,17 +403,7 @@ class Session:
             result.bayes_distribution = rec.predictive
             result.information_gain = rec.information_gain
             result.belief = self.teacher.summary()
-        shown_texts = self._prompt_texts(texts, levels)
-        if self.round == 0:
-            user_text = self.prompts.first_message(shown_texts)
-        else:
-            prev = self._last
-            user_text = self.prompts.next_message(prev[0], prev[1], shown_texts)
-        hint = self._hint(result)
-        prompt = [
-            *self.messages,
-            {"role": "user", "content": f"{user_text}\n\n{hint}" if hint else user_text},
-        ]
+        user_text, prompt = self._user_turn(self._prompt_texts(texts, levels), result)
         if self.ask_llm:
             self._ask(prompt, result)
         scored = (
@@ -371,8 +424,23 @@ class Session:
         )
         result.shown_choice = result.decision.shown
         self._pending = (result, levels, user_text)
+        self._pending_data = None
         self._prompt = prompt
         return result
+
+    def _user_turn(self, texts: list[str], result: TurnResult) -> tuple[str, list[Message]]:
+        """The user message of this round and the prompt sent to the backend."""
+        if self.round == 0:
+            user_text = self.prompts.first_message(texts)
+        else:
+            prev = self._last
+            user_text = self.prompts.next_message(prev[0], prev[1], texts)
+        hint = self._hint(result)
+        prompt = [
+            *self.messages,
+            {"role": "user", "content": f"{user_text}\n\n{hint}" if hint else user_text},
+        ]
+        return user_text, prompt
 
     def observe(self, choice: int, *, user_message: str | None = None) -> Turn:
         """Record the user's real choice (0-based): update the belief, extend the chat history
@@ -402,6 +470,9 @@ class Session:
             }
         )
         self._last = (shown, choice)
+        self._played.append((levels, shown, choice))
+        self._played_data.append({"levels": _levels_list(levels), "shown": shown, "choice": choice})
+        self._pending_data = None
         record = self._turn_record(result, levels, choice, user_message)
         if self.log is not None:
             self.log.write(record)
@@ -473,6 +544,83 @@ class Session:
             if chosen is not None and self.domain is not None
             else None,
         )
+
+    # --- resuming -----------------------------------------------------------------------------
+    @property
+    def pending(self) -> TurnResult | None:
+        """The answered round that awaits the user's choice, if any."""
+        return self._pending[0] if self._pending is not None else None
+
+    @property
+    def pending_levels(self) -> npt.NDArray[np.int64] | None:
+        """The option levels of the pending round, if any."""
+        return self._pending[1] if self._pending is not None else None
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The dialogue's state as JSON-able data: every played round (option levels, the
+        option shown, the user's choice) and the pending round. ``Session(..., resume=...)``
+        rebuilds the same session from it: the belief by replaying the choices through the
+        teacher (exactly: the same updates in the same order), the chat history by rendering
+        the same messages again."""
+        if self.domain is None:
+            raise ConfigError(
+                "only sessions on a choice domain can be checkpointed", field="domain", value=None
+            )
+        if self._pending is not None and self._pending_data is None:
+            result, levels, _ = self._pending
+            self._pending_data = {"levels": _levels_list(levels), "result": result_to_dict(result)}
+        return {"rounds": list(self._played_data), "pending": self._pending_data}
+
+    def replay(self, levels: npt.ArrayLike, shown: int | None, choice: int) -> None:
+        """Apply a round played earlier (its options, the option shown, the user's choice)
+        without asking the backend or writing the log: what resuming a session does."""
+        if self.domain is None or self.teacher is None:
+            raise ConfigError("replay needs a choice domain", field="domain", value=None)
+        if self._pending is not None:
+            raise ConfigError(
+                "a round awaits its choice; replay only played rounds",
+                field="session",
+                value=self.session_id,
+            )
+        lv = self.domain.validate_option_set(levels)
+        texts = self.domain.render_options(lv)
+        user_text, _ = self._user_turn(
+            self._prompt_texts(texts, lv), TurnResult(self.round, texts, shown, _NO_DECISION)
+        )
+        self.teacher.observe(lv, int(choice))
+        self.messages.append({"role": "user", "content": user_text})
+        answer = self.prompts.answer_text(shown) if shown is not None else ""
+        self.messages.append({"role": "assistant", "content": answer})
+        self._last = (shown, int(choice))
+        self._played.append((lv, shown, int(choice)))
+        self._played_data.append(
+            {"levels": _levels_list(lv), "shown": shown, "choice": int(choice)}
+        )
+        self.round += 1
+
+    def restore_pending(self, levels: npt.ArrayLike, result: TurnResult) -> None:
+        """Reinstate a round that was answered (``result``) and awaits the user's choice."""
+        if self.domain is None:
+            raise ConfigError("restore needs a choice domain", field="domain", value=None)
+        if result.round != self.round:
+            raise ConfigError(
+                f"the pending round must be round {self.round}", field="round", value=result.round
+            )
+        lv = self.domain.validate_option_set(levels)
+        user_text, prompt = self._user_turn(self._prompt_texts(result.options, lv), result)
+        self._pending = (result, lv, user_text)
+        self._pending_data = None
+        self._prompt = prompt
+
+    def _resume(self, state: Mapping[str, Any]) -> None:
+        for played in state.get("rounds", []):
+            self.replay(np.asarray(played["levels"], dtype=np.int64), played["shown"],
+                        played["choice"])  # fmt: skip
+        pending = state.get("pending")
+        if pending is not None:
+            self.restore_pending(
+                np.asarray(pending["levels"], dtype=np.int64), result_from_dict(pending["result"])
+            )
 
     def close(self, reason: str = "completed") -> None:
         if self.closed:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,29 +33,29 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from beliefagent.adapters.base import GenerationSettings
 from beliefagent.errors import BeliefAgentError, ConfigError, InputError
+from beliefagent.server.durable import DurableSessions, store_error
 from beliefagent.server.http_errors import APIError, from_backend_error, from_exception
 from beliefagent.server.limits import Authenticator, RateLimiter, read_body
+from beliefagent.server.metrics import MetricsMiddleware, ServerMetrics
 from beliefagent.server.openai_format import completion_payload, sse_events, usage_payload
 from beliefagent.server.sessions import (
     EXTENSION_FIELD,
-    ServerSession,
     SessionRegistry,
     TurnRequest,
     UpstreamFailure,
     check_choice,
     check_session_id,
-    choice_reply,
     parse_extension,
-    read_candidates_field,
-    read_options,
     turn_extension,
 )
+from beliefagent.server.store import MemoryStore, SessionStore, StoreError
 from beliefagent.server.upstream import ModelRegistry
 from beliefagent.trajectories import TrajectoryWriter
 
@@ -83,6 +84,7 @@ class ServerConfig:
             and leaves the session unchanged; ``"fallback"`` — the policy's fallback answers
             (the teacher's choice) and the failure is listed in ``beliefagent.errors``.
         worker_threads: threads for session and local-model work.
+        metrics_public: serve ``/metrics`` without auth (default: the API's auth).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -98,6 +100,7 @@ class ServerConfig:
     session_timeout_s: float = 60.0
     upstream_errors: str = "error"
     worker_threads: int = 64
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -121,6 +124,7 @@ class _Server:
         models: ModelRegistry,
         log: TrajectoryWriter | None,
         owns_log: bool,
+        store: SessionStore,
     ) -> None:
         self.config = config
         self.models = models
@@ -138,6 +142,17 @@ class _Server:
         self.settings = GenerationSettings(
             max_tokens=config.session_max_tokens, timeout_s=config.session_timeout_s
         )
+        self.store = store
+        self.durable = DurableSessions(
+            self.sessions,
+            models,
+            store,
+            log=log,
+            settings=self.settings,
+            fallback=config.upstream_errors == "fallback",
+        )
+        self._next_sweep = 0.0
+        self.metrics = ServerMetrics(self.durable.count_open)
 
     # -- admission ---------------------------------------------------------------------------
     def admit(self, request: Request) -> str:
@@ -163,9 +178,13 @@ class _Server:
 
     # -- endpoints ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        return JSONResponse(
-            {"status": "ok", "sessions": len(self.sessions), "models": self.models.names()}
-        )
+        sessions = await run_in_threadpool(self.durable.count_open)
+        return JSONResponse({"status": "ok", "sessions": sessions, "models": self.models.names()})
+
+    async def metrics_page(self, request: Request) -> Response:
+        if not self.config.metrics_public:
+            self.auth.identify(request)
+        return self.metrics.response()
 
     async def list_models(self, request: Request) -> Response:
         self.admit(request)
@@ -190,63 +209,27 @@ class _Server:
     async def session_turn(
         self, client: str, model: str, turn: TurnRequest, body: dict[str, Any]
     ) -> Response:
-        session = self.sessions.find(turn.session_id, client)
-        if session is None:
-            await self.expire_idle()
-            requested = self.models.get(model)
-            route, canary = self.models.for_session(requested, turn.session_id)
-            session = self.sessions.create(
-                turn, owner=client, route=route, requested=requested.name, canary=canary
-            )
-        else:
-            self.sessions.check_consistent(session, turn)
-            if model not in (session.requested, session.route.name):
-                raise APIError(
-                    409,
-                    f"model: session {session.session_id!r} runs on {session.route.name!r}"
-                    f" (opened as {session.requested!r}), not {model!r}",
-                    code="session_mismatch",
-                    param="model",
-                )
-        async with session.lock:
-            if session.closed:
-                raise APIError(
-                    409, f"session {session.session_id!r} was closed", code="session_closed"
-                )
-            opening = session.session is None
-            try:
-                cands = None
-                if turn.candidates is not None:
-                    cands = read_candidates_field(session.domain, turn.candidates)
-                    levels = cands[: session.domain.n_options]  # replaced by the selection
-                else:
-                    levels = read_options(session.domain, turn.options)
-                session.check_turn(turn.choice)
-                if opening:
-                    if not self.sessions.holds(session):
-                        raise APIError(
-                            409,
-                            f"session {session.session_id!r} failed to open; send the request"
-                            " again",
-                            code="session_retry",
-                        )
-                    await run_in_threadpool(
-                        session.open,
-                        log=self.log,
-                        settings=self.settings,
-                        user_id=turn.user_id,
-                        fallback=self.config.upstream_errors == "fallback",
-                    )
-                result = await run_in_threadpool(
-                    session.turn, levels, turn.choice, candidates=cands, strategy=turn.selection
-                )
-            except UpstreamFailure as exc:
-                raise from_backend_error(exc.error) from exc
-            except BeliefAgentError as exc:
-                raise from_exception(exc, param_prefix="") from exc
-            finally:
-                if opening and session.session is None:  # never opened: forget it
-                    self.sessions.discard(session, "failed")
+        await self.expire_idle()
+        start = time.perf_counter()
+        try:
+            outcome = await run_in_threadpool(self.durable.turn, client, model, turn)
+        except UpstreamFailure as exc:
+            raise from_backend_error(exc.error) from exc
+        except StoreError as exc:
+            raise store_error(exc) from exc
+        except BeliefAgentError as exc:
+            raise from_exception(exc, param_prefix="") from exc
+        session, result = outcome.session, outcome.result
+        self.metrics.turn(
+            result,
+            domain=session.domain.name,
+            policy=session.policy,
+            route=session.route.name,
+            canary=session.canary,
+            opened=outcome.opened,
+            replayed=outcome.replayed,
+            elapsed_s=time.perf_counter() - start,
+        )
         route = session.route
         extension = turn_extension(session, result, route=route)
         shown = result.shown_choice
@@ -269,56 +252,45 @@ class _Server:
         )
         return JSONResponse(payload)
 
-    async def _owned(self, request: Request, client: str) -> ServerSession:
-        session_id = check_session_id(request.path_params["session_id"])
-        session = self.sessions.find(session_id, client)
-        if session is None:
-            raise APIError(
-                404,
-                f"session_id {session_id!r}: no open session with this id",
-                type="not_found_error",
-                code="session_not_found",
-                param="session_id",
-            )
-        return session
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run a session operation in a worker thread, mapping its errors."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except StoreError as exc:
+            raise store_error(exc) from exc
+        except BeliefAgentError as exc:
+            raise from_exception(exc) from exc
 
     async def report_choice(self, request: Request) -> Response:
         client = self.admit(request)
         body, _ = await self.json_body(request)
         try:
-            session = await self._owned(request, client)
+            session_id = check_session_id(request.path_params["session_id"])
             choice = check_choice(body.get("choice"), "choice")
             if choice is None:
                 raise InputError("required: the 0-based index of the user's choice",
                                  field="choice", value=None)  # fmt: skip
-            async with session.lock:
-                if session.closed:
-                    raise APIError(409, f"session {session.session_id!r} was closed",
-                                   code="session_closed")  # fmt: skip
-                record = await run_in_threadpool(session.observe, choice)
         except BeliefAgentError as exc:
             raise from_exception(exc) from exc
-        return JSONResponse(dict(choice_reply(session, record)))
+        reply = await self._call(self.durable.choice, client, session_id, choice)
+        return JSONResponse(reply)
 
     async def session_state(self, request: Request) -> Response:
         client = self.admit(request)
         try:
-            session = await self._owned(request, client)
+            session_id = check_session_id(request.path_params["session_id"])
         except InputError as exc:
             raise from_exception(exc) from exc
-        return JSONResponse(session.state())
+        return JSONResponse(await self._call(self.durable.state, client, session_id))
 
     async def close_session(self, request: Request) -> Response:
         client = self.admit(request)
         try:
-            session = await self._owned(request, client)
+            session_id = check_session_id(request.path_params["session_id"])
         except InputError as exc:
             raise from_exception(exc) from exc
-        async with session.lock:
-            await run_in_threadpool(session.close, "closed_by_client")
-            self.sessions.discard(session, "closed_by_client")
-        return JSONResponse({"session_id": session.session_id, "rounds": session.round,
-                             "closed": True})  # fmt: skip
+        rounds = await self._call(self.durable.close, client, session_id)
+        return JSONResponse({"session_id": session_id, "rounds": rounds, "closed": True})
 
     async def passthrough(self, request: Request) -> Response:
         self.admit(request)
@@ -341,23 +313,30 @@ class _Server:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def expire_idle(self) -> None:
-        for session in self.sessions.idle():
-            async with session.lock:
-                await run_in_threadpool(session.close, "expired")
-                self.sessions.discard(session, "expired")
-            logger.info("closed idle session %s", session.session_id)
+        """Close idle sessions, at most once a second."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
+        try:
+            await run_in_threadpool(self.durable.expire_idle)
+        except BeliefAgentError:
+            logger.exception("closing idle sessions failed")
+
+    async def startup(self) -> None:
+        if self.log is not None:
+            await run_in_threadpool(self.durable.recover)
 
     async def shutdown(self) -> None:
-        sessions = self.sessions.all()
-        for session in sessions:
-            try:
-                await run_in_threadpool(session.close, "server_shutdown")
-            except Exception:
-                logger.exception("closing session %s failed", session.session_id)
-            self.sessions.discard(session, "server_shutdown")
-        if sessions:
-            logger.info("closed %d open session(s) on shutdown", len(sessions))
+        try:
+            closed = await run_in_threadpool(self.durable.shutdown)
+        except Exception:
+            logger.exception("closing sessions on shutdown failed")
+            closed = 0
+        if closed:
+            logger.info("closed %d open session(s) on shutdown", closed)
         await self.models.aclose()
+        self.store.close()
         if self.log is not None and self.owns_log:
             self.log.close()
 
@@ -391,6 +370,7 @@ def create_app(
     *,
     log: TrajectoryWriter | None = None,
     owns_log: bool = True,
+    store: SessionStore | None = None,
 ) -> Starlette:
     """The ASGI app serving ``models`` (see the module docstring).
 
@@ -399,13 +379,16 @@ def create_app(
         config: admission and session settings.
         log: the trajectory log every session appends to; closed on shutdown when
             ``owns_log``.
+        store: where sessions live between requests (see :mod:`beliefagent.server.store`;
+            default: in this process only). Closed on shutdown.
     """
-    server = _Server(config or ServerConfig(), models, log, owns_log)
+    server = _Server(config or ServerConfig(), models, log, owns_log, store or MemoryStore())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, server.config.worker_threads)
+        await server.startup()
         logger.info("serving %s", ", ".join(models.names()))
         try:
             yield
@@ -414,6 +397,7 @@ def create_app(
 
     routes = [
         Route("/health", server.health, methods=["GET"]),
+        Route("/metrics", server.metrics_page, methods=["GET"]),
         Route("/v1/models", server.list_models, methods=["GET"]),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route(
@@ -432,6 +416,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(MetricsMiddleware, metrics=server.metrics)],
         exception_handlers={
             APIError: _api_error,
             BeliefAgentError: _library_error,

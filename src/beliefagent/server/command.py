@@ -6,10 +6,11 @@ only typer: starlette, uvicorn, openai and torch are imported when the command r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +19,7 @@ from beliefagent.errors import ConfigError
 if TYPE_CHECKING:
     from beliefagent.server.upstream import ModelRegistry
 
-__all__ = ["build_registry", "serve_command"]
+__all__ = ["build_registry", "serve_command", "worker_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +184,23 @@ def serve_command(
         int, typer.Option(help="Default max_tokens of pass-through local chats.")
     ] = 128,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+    session_store: Annotated[
+        str | None,
+        typer.Option(
+            help="Where sessions live: memory | sqlite:///PATH | redis://HOST:PORT/DB. Default:"
+            " SQLite next to --log (<log>.sessions.sqlite), else memory."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Server processes (more than 1 needs --session-store redis://).")
+    ] = 1,
+    metrics_public: Annotated[
+        bool, typer.Option(help="Serve /metrics without the API's auth (for a scraper).")
+    ] = False,
 ) -> None:
     """Serve an OpenAI-compatible endpoint with belief sessions in front of an upstream."""
+    args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
     import uvicorn
-
-    from beliefagent.server.app import ServerConfig, create_app
-    from beliefagent.server.limits import keys_from_env
-    from beliefagent.trajectories import TrajectoryWriter
 
     if upstream is not None and local:
         raise ConfigError("give --upstream or --local, not both", field="local", value=True)
@@ -198,41 +209,30 @@ def serve_command(
         raise ConfigError(
             "must be debug, info, warning or error", field="log_level", value=log_level
         )
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)  # the CLI may have configured logging already
-    config = ServerConfig(
-        api_keys=tuple(keys_from_env(api_key_env)),
-        max_body_bytes=max_body_bytes,
-        rate_limit=rate_limit,
-        burst=burst,
-        default_domain=domain,
-        default_policy=policy,
-        session_ttl_s=session_ttl,
-        max_sessions=max_sessions,
-        session_max_tokens=session_max_tokens,
-        session_timeout_s=upstream_timeout,
-        upstream_errors=upstream_errors,
-    )
-    registry = build_registry(
-        upstream=upstream,
-        upstream_model=upstream_model,
-        upstream_key_env=upstream_key_env,
-        tuned=list(tuned or []),
-        model_path=model_path,
-        adapter=adapter,
-        adapter_name=adapter_name,
-        canary=canary,
-        canary_seed=canary_seed,
-        timeout_s=upstream_timeout,
-        retries=upstream_retries,
-        local_max_tokens=local_max_tokens,
-    )
-    writer = (
-        TrajectoryWriter(log, fsync=log_fsync, fsync_interval=log_fsync_interval)
-        if log is not None
-        else None
-    )
-    app = create_app(registry, config, log=writer)
+    if workers < 1:
+        raise ConfigError("must be >= 1", field="workers", value=workers)
+    _configure_logging(level)
+    if workers > 1:
+        if session_store is None or not session_store.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                "--workers above 1 needs a store the processes share: --session-store"
+                " redis://HOST:PORT/DB",
+                field="session_store",
+                value=session_store,
+            )
+        os.environ[_ARGS_ENV] = json.dumps(args)
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=30,
+            lifespan="on",
+        )
+        return
+    app = _build_app(args)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -244,3 +244,68 @@ def serve_command(
         )
     )
     server.run()
+
+
+_ARGS_ENV = "BELIEFAGENT_SERVE_ARGS"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # the CLI may have configured logging already
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process (uvicorn's factory; the options come from the
+    parent through the environment)."""
+    args = json.loads(os.environ[_ARGS_ENV])
+    _configure_logging(str(args["log_level"]).upper())
+    return _build_app(args)
+
+
+def _build_app(args: dict[str, Any]) -> Any:
+    """The app ``serve`` runs, from its options (``args``: the command's parameters)."""
+    from beliefagent.server.app import ServerConfig, create_app
+    from beliefagent.server.limits import keys_from_env
+    from beliefagent.server.store import open_store
+    from beliefagent.trajectories import TrajectoryWriter
+
+    def path(name: str) -> Path | None:
+        value = args[name]
+        return Path(value) if value is not None else None
+
+    log = path("log")
+    config = ServerConfig(
+        api_keys=tuple(keys_from_env(args["api_key_env"])),
+        max_body_bytes=args["max_body_bytes"],
+        rate_limit=args["rate_limit"],
+        burst=args["burst"],
+        default_domain=args["domain"],
+        default_policy=args["policy"],
+        session_ttl_s=args["session_ttl"],
+        max_sessions=args["max_sessions"],
+        session_max_tokens=args["session_max_tokens"],
+        session_timeout_s=args["upstream_timeout"],
+        upstream_errors=args["upstream_errors"],
+        metrics_public=args["metrics_public"],
+    )
+    registry = build_registry(
+        upstream=args["upstream"],
+        upstream_model=args["upstream_model"],
+        upstream_key_env=args["upstream_key_env"],
+        tuned=list(args["tuned"] or []),
+        model_path=path("model_path"),
+        adapter=path("adapter"),
+        adapter_name=args["adapter_name"],
+        canary=args["canary"],
+        canary_seed=args["canary_seed"],
+        timeout_s=args["upstream_timeout"],
+        retries=args["upstream_retries"],
+        local_max_tokens=args["local_max_tokens"],
+    )
+    store = open_store(args["session_store"], log)
+    writer = (
+        TrajectoryWriter(log, fsync=args["log_fsync"], fsync_interval=args["log_fsync_interval"])
+        if log is not None
+        else None
+    )
+    return create_app(registry, config, log=writer, store=store)

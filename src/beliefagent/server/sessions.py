@@ -256,8 +256,11 @@ class ServerSession:
         settings: GenerationSettings,
         user_id: str | None,
         fallback: bool,
+        resume: Mapping[str, Any] | None = None,
     ) -> None:
-        """Create the middleware session (writes the session_start record)."""
+        """Create the middleware session (writes the session_start record), or rebuild it from
+        a checkpoint (``resume``: see :meth:`~beliefagent.middleware.Session.checkpoint`; writes
+        nothing)."""
         backend: Backend = self.route.backend
         if not fallback:
             # WrapperBackend exposes name/model/adapter as read-only properties, which mypy
@@ -280,6 +283,7 @@ class ServerSession:
             user_id=user_id,
             settings=settings,
             meta=meta,
+            resume=resume,
         )
 
     @property

@@ -10,8 +10,9 @@ other ``/v1/...`` request; a :class:`ModelRoute` is one model name clients may a
   errors (see :mod:`beliefagent.server.http_errors`); upstream 4xx other than 401/403 reach the
   client unchanged, since they describe the client's request.
 * :class:`LocalUpstream` — the in-process transformers model (the bundled SmolLM2 by default,
-  optionally with a LoRA adapter); it serves ``/v1/chat/completions`` only, streaming the
-  generated text word by word once it is generated.
+  optionally with a LoRA adapter); it serves ``/v1/chat/completions`` only. ``stream: true``
+  streams tokens as they are generated when the backend can (``LocalBackend.stream``), else
+  the finished text word by word.
 
 Canary: :class:`Canary` sends a share of the sessions that ask for the base model to a tuned
 model, sticky per session: a session goes to the canary when ``sha256(f"{seed}:{session_id}")``,
@@ -356,6 +357,22 @@ class LocalUpstream:
     async def chat(self, route: ModelRoute, body: Mapping[str, Any], raw: bytes) -> Response:
         messages = validate_messages(body.get("messages"))  # type: ignore[arg-type]
         settings = settings_from_body(body, self.default_max_tokens)
+        stream = getattr(route.backend, "stream", None)
+        if body.get("stream") and callable(stream):
+            # token by token as the model generates them (see beliefagent.server.streaming)
+            from beliefagent.server.streaming import token_events
+
+            options = body.get("stream_options")
+            tokens = await run_in_threadpool(stream, messages, settings)
+            return StreamingResponse(
+                token_events(
+                    route.name,
+                    tokens,
+                    include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+                ),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         try:
             reply = await run_in_threadpool(route.backend.complete, messages, settings)
         except BackendError as exc:

@@ -59,6 +59,7 @@ __all__ = [
     "LogRead",
     "TrajectoryWriter",
     "completed_session_ids",
+    "dialogue_keys",
     "group_sessions",
     "iter_records",
     "read_trajectories",
@@ -99,7 +100,9 @@ class TrajectoryWriter:
     Parent directories are created. Durability:
 
     - ``fsync=True`` (default), ``fsync_interval=0``: every record is fsynced before
-      :meth:`write` returns (survives a power loss; costs one disk flush per record).
+      :meth:`write` returns (survives a power loss; costs a disk flush per record, except that
+      threads writing at the same time share one: the fsync runs outside the write lock and
+      covers every line written before it).
     - ``fsync=True``, ``fsync_interval=t > 0``: group commit — :meth:`write` returns once the
       line is written (so a killed process loses nothing) and a background thread fsyncs at
       most every ``t`` seconds when something was written; :meth:`close` fsyncs what is left.
@@ -119,6 +122,9 @@ class TrajectoryWriter:
         self.fsync = fsync
         self.fsync_interval = float(fsync_interval) if fsync else 0.0
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0  # lines written by this writer
+        self._synced = 0  # of which fsynced (per-record mode)
         self._dirty = False
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -180,6 +186,7 @@ class TrajectoryWriter:
                 "expected a SessionStart, Turn or SessionEnd", field="record", value=record
             )
         line = _serialise(record)
+        sync_fd = None
         with self._lock:
             fd = self._fd
             if fd is None:
@@ -190,14 +197,34 @@ class TrajectoryWriter:
                     _write_all(fd, _heal_prefix(fd) + line)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                self._written += 1
+                mine = self._written
                 if self.fsync_interval > 0:
                     self._dirty = True
                 elif self.fsync:
-                    os.fsync(fd)
+                    sync_fd = os.dup(fd)  # fsync outside the write lock (see _sync_upto)
             except OSError as exc:
                 raise DataError(
                     f"cannot append to trajectory log: {exc}", path=str(self.path)
                 ) from exc
+        if sync_fd is not None:
+            try:
+                self._sync_upto(sync_fd, mine)
+            except OSError as exc:
+                raise DataError(f"cannot fsync trajectory log: {exc}", path=str(self.path)) from exc
+            finally:
+                os.close(sync_fd)
+
+    def _sync_upto(self, fd: int, mine: int) -> None:
+        """fsync so that write number ``mine`` is durable. Writers that wait here together share
+        one fsync: it covers every line written before it started, so a thread whose line an
+        earlier fsync already covered returns without one."""
+        with self._sync_lock:
+            if self._synced >= mine:
+                return
+            target = self._written  # every write counted here has completed
+            os.fsync(fd)
+            self._synced = max(self._synced, target)
 
     def close(self) -> None:
         """fsync what a group commit has pending, then close the file; further writes raise.
@@ -369,14 +396,32 @@ def iter_records(
         logger.warning("%s:%d: skipped %s line: %s", log_path, line_no, kind, reason)
 
 
-def group_sessions(records: Iterable[SessionStart | Turn | SessionEnd]) -> dict[str, list[Turn]]:
-    """The turns of each session, ordered by round (stable: repeated rounds keep log order).
+def dialogue_keys(records: Iterable[SessionStart | Turn | SessionEnd]) -> Iterator[str]:
+    """The dialogue each record belongs to: its ``session_id``, except that a second
+    :class:`SessionStart` under an id already seen starts a new dialogue, keyed
+    ``"<session_id>#2"`` (then ``#3``, ...), and the records after it belong to that one. So a
+    log where one id was reused (e.g. by a server that forgot its sessions on restart) never
+    stitches two dialogues together."""
+    starts: dict[str, int] = {}
+    for record in records:
+        sid = record.session_id
+        if isinstance(record, SessionStart):
+            starts[sid] = starts.get(sid, 0) + 1
+        n = starts.get(sid, 1)
+        yield sid if n <= 1 else f"{sid}#{n}"
 
-    Sessions appear in the order first seen; a session with a start but no turns maps to ``[]``.
+
+def group_sessions(records: Iterable[SessionStart | Turn | SessionEnd]) -> dict[str, list[Turn]]:
+    """The turns of each dialogue, ordered by round (stable: repeated rounds keep log order).
+
+    Dialogues are keyed as :func:`dialogue_keys` says (the session id, ``"<id>#2"`` for an id
+    that was started again) and appear in the order first seen; a session with a start but no
+    turns maps to ``[]``.
     """
     sessions: dict[str, list[Turn]] = {}
-    for record in records:
-        turns = sessions.setdefault(record.session_id, [])
+    records = list(records)
+    for key, record in zip(dialogue_keys(records), records, strict=True):
+        turns = sessions.setdefault(key, [])
         if isinstance(record, Turn):
             turns.append(record)
     for turns in sessions.values():
