@@ -50,7 +50,7 @@ def main() -> None:
     queries = [
         [{"role": "user", "content": fmt.user_message(last, s)}] for s in sets[args.rounds :]
     ]
-    backend = LocalBackend()
+    backend = LocalBackend(dtype="float32", prefix_cache=False)  # the float32 path, no reuse
     backend.score(history[:1], fmt.labels, fmt.answer_prefix)  # warm-up
 
     start = time.perf_counter()

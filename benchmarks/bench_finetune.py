@@ -3,14 +3,16 @@ recipe's precision and in float32.
 
     python benchmarks/bench_finetune.py [--json] [--steps 4] [--recipe finetune/cpu_quick.toml]
         [--dialogues 8] [--rounds 5] [--domain flight-2] [--threads 2] [--no-float32]
+        [--also-bfloat16]
 
 Builds a small teaching set with the exporter (simulated noise-free users, Bayesian soft
 targets), runs ``--steps`` optimizer steps of the recipe on it (no evaluation), then the same
 steps with ``dtype = "float32"``, and prints training dialogues (and answer turns, and tokens)
 per second of each, ``bf16_speedup`` (recipe tokens/s over float32 tokens/s; 1.0 when the
 recipe's dtype resolves to float32, e.g. ``auto`` on a CPU without bf16) and the process's peak
-RSS. The first step of each run is a warm-up (oneDNN kernel set-up) and is not timed. With
---json the last line is one JSON object; its top-level throughput keys describe the recipe's run.
+RSS; ``--also-bfloat16`` adds a run with bf16 base weights. The first step of each run is a
+warm-up (oneDNN kernel set-up) whose tokens are not timed. With --json the last line is one JSON
+object; its top-level throughput keys describe the recipe's run.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def main() -> None:
     ap.add_argument("--domain", default="flight-2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-float32", action="store_true", help="skip the float32 comparison run")
+    ap.add_argument(
+        "--also-bfloat16",
+        action="store_true",
+        help='also run dtype = "bfloat16" (bf16 base weights) and report its tokens/s',
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -73,6 +80,8 @@ def main() -> None:
         variants = [("recipe", cfg)]
         if not args.no_float32:
             variants.append(("float32", cfg.replace(dtype="float32", output_dir=f"{tmp}/fp32")))
+        if args.also_bfloat16:
+            variants.append(("bfloat16", cfg.replace(dtype="bfloat16", output_dir=f"{tmp}/bf16")))
         for label, run_cfg in variants:
             t0 = time.perf_counter()
             result = finetune(run_cfg, progress=not args.json)
@@ -104,6 +113,10 @@ def main() -> None:
         out["bf16_speedup"] = round(result.tokens_per_s / fp32.tokens_per_s, 3)
         out["loss_curve"] = [round(c["loss"], 4) for c in result.loss_curve]
         out["float32_loss_curve"] = [round(c["loss"], 4) for c in fp32.loss_curve]
+    if "bfloat16" in runs:
+        bf16 = runs["bfloat16"]["result"]
+        out["bfloat16_weights_tokens_per_s"] = round(bf16.tokens_per_s, 1)
+        out["bfloat16_weights_loss_curve"] = [round(c["loss"], 4) for c in bf16.loss_curve]
     if args.json:
         print(json.dumps(out))
     else:

@@ -2,7 +2,7 @@
 cache kept across rounds), through the real evaluation harness.
 
     python benchmarks/bench_local_eval.py [--json] [--users 2] [--heldout-sets 16]
-        [--domain flight] [--threads 2] [--seed 0]
+        [--domain flight] [--threads 2] [--seed 0] [--profile]
 
 One run measures, on the same users and held-out sets as
 ``beliefagent eval --assistant local --users 2 --heldout-sets 16 --no-probe``:
@@ -19,7 +19,9 @@ Each of ``old`` and ``new`` runs the harness end to end (seconds per user includ
 Agreement is counted on identical inputs: the old run's calls (each round's history and
 queries) are replayed through ``new`` and the argmax answers compared; ``agreement_end_to_end``
 compares the two harness runs' answers (there a differing dialogue answer changes the later
-history). With --json the last line is one JSON object.
+history). ``--profile`` also profiles the new backend on the old run's last call (the last
+round: the longest history) and reports the share of CPU time of its top operators. With --json
+the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -98,6 +100,20 @@ def replay(backend: LocalBackend, calls: list[Call]) -> tuple[list[list[dict[str
     return out, time.perf_counter() - start
 
 
+def profile(backend: LocalBackend, call: Call, top: int = 6) -> list[tuple[str, float]]:
+    """``[(operator, share of self CPU time)]`` of one ``score_queries`` call, largest first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    backend._kept = None  # profile the whole call, history included
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        backend.score_queries(*call)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return [(e.key, round(e.self_cpu_time_total / total, 3)) for e in ranked]
+
+
 def argmax(row: dict[str, float]) -> str:
     return max(row, key=lambda k: row[k])
 
@@ -125,6 +141,7 @@ def main() -> None:
     ap.add_argument("--domain", default="flight")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="profile the last round's call")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -171,6 +188,8 @@ def main() -> None:
         "max_abs_logprob_diff_float32_batched": max_diff,
         "agreement_float32_batched": round(exact_agree, 4),
     }
+    if args.profile:
+        out["profile_last_call"] = profile(new_backend, old.calls[-1])
     if args.json:
         print(json.dumps(out))
     else:

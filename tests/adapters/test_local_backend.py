@@ -31,12 +31,13 @@ SENTENCES = [f"The best option is Flight {n}." for n in LABELS]
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LocalBackend]:
-    """The model, loaded once for the module. Torch runs single-threaded here: on a shared
-    2-core machine, two OpenMP threads made each forward pass 10x slower, not faster."""
+    """The model in float32 (exact comparisons), loaded once for the module. Torch runs
+    single-threaded here: on a shared 2-core machine, two OpenMP threads made each forward pass
+    10x slower, not faster."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield LocalBackend()
+        yield LocalBackend(dtype="float32")
     finally:
         torch.set_num_threads(threads)
 
@@ -129,7 +130,8 @@ def test_complete_scores_after_the_answer_prefix(backend):
     prefix = "The best option is Flight "
     settings = GenerationSettings(max_tokens=1, candidates=tuple(LABELS), answer_prefix=prefix)
     scores = backend.complete(MESSAGES, settings).candidate_logprobs
-    assert scores == pytest.approx(backend.score(MESSAGES, LABELS, answer_prefix=prefix))
+    # the second call reuses the first one's kept prefix cache: equal up to float rounding
+    assert scores == pytest.approx(backend.score(MESSAGES, LABELS, answer_prefix=prefix), abs=TOL)
 
 
 def test_single_token_labels_cost_one_forward_pass(backend):
@@ -226,7 +228,7 @@ def test_lora_adapter_is_applied(backend, tmp_path):
     config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
     peft.get_peft_model(base, config).save_pretrained(tmp_path / "lora")
 
-    tuned = LocalBackend(adapter_path=tmp_path / "lora")
+    tuned = LocalBackend(adapter_path=tmp_path / "lora", dtype="float32")
     assert tuned.adapter == str(tmp_path / "lora")
     assert isinstance(tuned.lm, peft.PeftModel) and "adapter=" in repr(tuned)
     # a fresh LoRA starts at zero (B = 0): the tuned model scores exactly like the base one
@@ -234,3 +236,74 @@ def test_lora_adapter_is_applied(backend, tmp_path):
     base_scores = backend.score(MESSAGES, LABELS)
     for label in LABELS:
         assert tuned_scores[label] == pytest.approx(base_scores[label], abs=TOL)
+
+
+class TokenCounter:
+    """Counts the input tokens (batch rows x length) the model's top-level forward receives."""
+
+    def __init__(self, module: Any) -> None:
+        self.tokens = 0
+        self._handle = module.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.tokens += int(ids.numel())
+
+    def __enter__(self) -> TokenCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+UNEVEN = [  # queries of very different lengths in one batch (right padding of the short ones)
+    [{"role": "user", "content": "Which?"}],
+    [{"role": "user", "content": "Compare them carefully: " + OPTIONS + " Which one is best?"}],
+    [{"role": "user", "content": "Cheapest please, nothing else matters to me at all."}],
+]
+
+
+def test_batched_queries_of_different_lengths_equal_unbatched(backend):
+    prefix = "The best option is Flight "
+    batched = backend.score_queries(HISTORY, UNEVEN, LABELS, answer_prefix=prefix)
+    for query, scores in zip(UNEVEN, batched, strict=True):
+        single = backend.score([*HISTORY, *query], LABELS, answer_prefix=prefix)
+        context = prompt_text(backend, HISTORY + query) + prefix
+        for label in LABELS:
+            assert scores[label] == pytest.approx(single[label], abs=TOL)
+            assert scores[label] == pytest.approx(scratch_score(backend, context, label), abs=TOL)
+
+
+def test_the_next_round_reuses_the_kept_prefix_and_stays_exact(backend):
+    """A dialogue's rounds: each call's history extends the last one's. The second call runs
+    only the new turns (fewer tokens than a backend without the kept cache) and still equals
+    the from-scratch computation."""
+    prefix = "The best option is Flight "
+    round_2 = [*HISTORY, {"role": "assistant", "content": "The best option is Flight 1."}]
+    fresh = LocalBackend.from_loaded(
+        backend.lm, backend.tokenizer, model_name="fresh", prefix_cache=False
+    )
+    backend.score_queries(HISTORY, UNEVEN, LABELS, answer_prefix=prefix)
+    with TokenCounter(backend.lm) as kept:
+        reused = backend.score_queries(round_2, UNEVEN, LABELS, answer_prefix=prefix)
+    with TokenCounter(backend.lm) as scratch_run:
+        recomputed = fresh.score_queries(round_2, UNEVEN, LABELS, answer_prefix=prefix)
+    history_tokens = len(backend._encode(prompt_text(backend, HISTORY)))
+    assert kept.tokens <= scratch_run.tokens - history_tokens // 2
+    for query, a, b in zip(UNEVEN, reused, recomputed, strict=True):
+        context = prompt_text(backend, round_2 + query) + prefix
+        for label in LABELS:
+            assert a[label] == pytest.approx(b[label], abs=TOL)
+            assert a[label] == pytest.approx(scratch_score(backend, context, label), abs=TOL)
+    # a call that shares nothing with the kept prefix is not confused by it
+    other = backend.score_queries([], QUERIES[:1], LABELS)
+    assert other[0] == pytest.approx(fresh.score_queries([], QUERIES[:1], LABELS)[0], abs=TOL)
+
+
+def test_auto_dtype_follows_the_cpu():
+    from beliefagent.adapters.models import resolve_dtype
+
+    auto = LocalBackend(prefix_cache=False)
+    assert str(auto.dtype) == f"torch.{resolve_dtype('auto', 'cpu')}"
+    scores = auto.score(MESSAGES, LABELS, answer_prefix="The best option is Flight ")
+    assert all(math.isfinite(v) for v in scores.values())

@@ -140,3 +140,43 @@ def test_first_load_converts_the_gguf_once(monkeypatch, tmp_path):
     ids = torch.tensor([tokenizer("Flight 1 or Flight 2?")["input_ids"]])
     with torch.inference_mode():
         assert torch.equal(first(ids).logits, direct(ids).logits)
+
+
+CPU_WITH_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+CPU_WITH_AMX = "processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n"
+CPU_WITHOUT = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (CPU_WITH_BF16, "bfloat16"),
+        (CPU_WITH_AMX, "bfloat16"),
+        (CPU_WITHOUT, "float32"),
+        ("", "float32"),  # no /proc/cpuinfo (macOS, Windows)
+        ("model name\t: avx512_bf16 in a name, not a flag\n", "float32"),
+    ],
+)
+def test_auto_dtype_reads_the_cpu_flags(cpuinfo, expected):
+    assert models.resolve_dtype("auto", "cpu", cpuinfo=cpuinfo) == expected
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_explicit_dtypes_are_kept(dtype):
+    assert models.resolve_dtype(dtype, "cpu", cpuinfo=CPU_WITHOUT) == dtype
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32", "float8", "", "AUTO"])
+def test_bad_dtypes_name_the_field(dtype):
+    with pytest.raises(ConfigError) as info:
+        models.resolve_dtype(dtype, "cpu", cpuinfo=CPU_WITH_BF16)
+    assert info.value.field == "dtype" and info.value.value == dtype
+
+
+def test_auto_on_a_gpu_asks_cuda():
+    torch = pytest.importorskip("torch")
+    expected = (
+        "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    )
+    # the CPU flags do not matter for a CUDA device
+    assert models.resolve_dtype("auto", "cuda", cpuinfo=CPU_WITH_BF16) == expected

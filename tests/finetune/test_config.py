@@ -56,6 +56,8 @@ def test_every_recipe_in_the_folder_is_tested() -> None:
         ({"max_length": 8}, "max_length"),
         ({"epochs": 0.0, "max_steps": 0}, "epochs"),
         ({"dtype": "float16"}, "dtype"),
+        ({"dtype": "bf16"}, "dtype"),
+        ({"dtype": "AUTO"}, "dtype"),
         ({"lora": {"r": 4}}, "lora.r"),
         ({"lora": {"r": 12}}, "lora.r"),
         ({"lora": {"dropout": 1.0}}, "lora.dropout"),
@@ -166,3 +168,25 @@ def test_vllm_problems_flag_what_vllm_refuses(tmp_path: Path) -> None:
     for word in ("rank 12", "target_modules", "modules_to_save", "non-LoRA"):
         assert word in problems
     assert vllm_adapter_problems(tmp_path / "missing") != []
+
+
+def test_dtype_defaults_to_auto() -> None:
+    assert FinetuneConfig().dtype == "auto"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "flags", "compute", "weights"),
+    [
+        ("auto", "avx512f avx512_bf16", "bfloat16", "float32"),  # autocast, float32 masters
+        ("auto", "avx512f amx_bf16", "bfloat16", "float32"),
+        ("auto", "avx512f avx2", "float32", "float32"),
+        ("float32", "avx512_bf16", "float32", "float32"),
+        ("bfloat16", "avx2", "bfloat16", "bfloat16"),  # bf16 weights as asked
+    ],
+)
+def test_training_precision_resolves_once(dtype: str, flags: str, compute: str, weights: str):
+    pytest.importorskip("torch")
+    from beliefagent.finetune.train import training_precision
+
+    p = training_precision(dtype, "cpu", cpuinfo=f"flags\t: {flags}\n")
+    assert (p.requested, p.compute, p.weights) == (dtype, compute, weights)

@@ -74,6 +74,11 @@ def test_tiny_run_learns_and_touches_only_lora(make_data: Any, tmp_path: Path) -
     assert meta["steps"] == 6 and meta["seed"] == 0
     assert len(meta["data"]["sha256"]) == 64
     assert meta["command"].startswith("beliefagent finetune --recipe")
+    # dtype "auto" (the default) resolved once and recorded: bf16 autocast on a bf16 CPU
+    from beliefagent.adapters.models import resolve_dtype
+
+    assert meta["dtype"] == "auto" and meta["dtype_resolved"] == resolve_dtype("auto", "cpu")
+    assert meta["precision"]["weights"] == "float32" and meta["tokens_per_s"] > 0
     assert load_config(out / "recipe.toml") == _config(data, out)
 
     # the LocalBackend serves it

@@ -286,8 +286,10 @@ def _start(config: FinetuneConfig) -> _Run:
         torch.set_num_threads(config.num_threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = training_precision(config.dtype, device)
-    # the loop enters autocast itself (_Run.autocast); accelerate only casts the outputs
-    accel = Accelerator(mixed_precision="bf16" if precision.compute == "bfloat16" else "no")
+    # The steps enter bf16 autocast themselves (_Run.autocast), so accelerate's own mixed
+    # precision stays off: its state is per process, and one process may run several
+    # fine-tunings in different precisions (bench_finetune.py: the recipe's, then float32).
+    accel = Accelerator(mixed_precision="no")
     out = Path(config.output_dir)
     if accel.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
