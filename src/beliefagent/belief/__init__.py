@@ -7,6 +7,7 @@ from beliefagent.belief.likelihood import (
     NoiseFree,
     Softmax,
     argmax_first,
+    choice_likelihood,
     choice_model_from_name,
     choice_model_from_spec,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "NoiseFree",
     "Softmax",
     "argmax_first",
+    "choice_likelihood",
     "choice_model_from_name",
     "choice_model_from_spec",
     "entropy",
