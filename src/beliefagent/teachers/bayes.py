@@ -19,10 +19,9 @@ from beliefagent.belief import (
     NoiseFree,
     argmax_first,
     choice_likelihood,
-    predictive,
 )
 from beliefagent.belief.likelihood import TIE_TOL
-from beliefagent.belief.posterior import expected_information_gain
+from beliefagent.belief.posterior import entropy
 from beliefagent.domains import ChoiceDomain, QuestionnaireDomain
 from beliefagent.errors import ChoiceError, ConfigError
 from beliefagent.teachers.tables import Marginals, domain_tables
@@ -77,7 +76,7 @@ def _summary(marginals: Marginals, weights: FloatArray, belief: Belief) -> Belie
     mean = post @ weights  # (n_cols,)
     idx = belief.map_index()
     return BeliefSummary(
-        entropy=belief.entropy(),
+        entropy=float(entropy(post)),
         n_hypotheses=belief.n_hyp,
         n_alive=belief.n_alive,
         map_index=idx,
@@ -155,15 +154,17 @@ class BayesianTeacher:
         lv = self.domain.validate_option_set(option_set)
         x = self.domain.codes(lv)  # (n_opt, n_feat)
         post = self.belief.probs  # (n_hyp,)
-        expected = (post @ self.weights) @ x.T  # (n_opt,)
+        expected = x @ (post @ self.weights)  # (n_opt,)
         probs = self.likelihood.probs(self.weights @ x.T)  # (n_hyp, n_opt)
+        pred = post @ probs  # (n_opt,) the predictive; matmul, not einsum: the hot path
+        gain = float(entropy(pred) - post @ entropy(probs))  # expected information gain
         map_w = self.weights[self.belief.map_index()]
         return Recommendation(
             choice=self._break_tie(expected),
             map_choice=int(argmax_first(x @ map_w)),
             expected_rewards=expected.tolist(),
-            predictive=predictive(post, probs).tolist(),
-            information_gain=float(expected_information_gain(post, probs)),
+            predictive=pred.tolist(),
+            information_gain=gain,
         )
 
     def observe(self, option_set: npt.ArrayLike, choice: int) -> bool:

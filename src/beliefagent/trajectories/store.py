@@ -43,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import pydantic_core
 from pydantic import ValidationError
 
 from beliefagent.errors import DataError, InputError
@@ -80,8 +81,16 @@ def _serialise(record: SessionStart | Turn | SessionEnd) -> bytes:
         type(record).model_validate(data)
     except ValidationError as exc:
         raise _first_input_error(exc) from exc
+    try:
+        # pydantic's Rust serialiser: compact UTF-8 JSON, control characters escaped (so no raw
+        # newline), several times faster than json.dumps on a turn record.
+        line = pydantic_core.to_json(data)
+    except pydantic_core.PydanticSerializationError:
+        line = b""  # e.g. a lone surrogate: the json module's path below handles it
+    if line and b"NaN" not in line and b"Infinity" not in line:
+        return line + b"\n"
+    # json.dumps refuses NaN (allow_nan=False), and escapes every control character.
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    # json.dumps escapes every control character, so ``text`` holds no raw newline.
     try:
         return text.encode("utf-8") + b"\n"
     except UnicodeEncodeError:
