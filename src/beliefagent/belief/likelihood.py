@@ -87,6 +87,20 @@ class NoiseFree:
         picked = _pick(utilities, choice) >= best  # (..., n_hyp)
         return np.divide(picked, n_tied, out=n_tied)
 
+    def gap_probs(self, gaps: FloatArray) -> FloatArray:
+        """``P(choice | h)`` from ``gaps (..., n_options - 1, n_hyp)``: each other option's
+        utility minus the chosen one's. The same numbers as :meth:`chosen_probs` (chosen among
+        the options within ``TIE_TOL`` of the best, ties split) with one row fewer to build and
+        no per-hypothesis maximum over all options."""
+        top = np.maximum.reduce(gaps, axis=-2)  # (..., n_hyp) best other - chosen
+        np.maximum(top, 0.0, out=top)  # best - chosen
+        picked = top <= TIE_TOL
+        top -= TIE_TOL  # options at or above best - TIE_TOL (relative to the chosen) tie
+        n_tied = np.ones(top.shape)
+        for o in range(gaps.shape[-2]):
+            n_tied += gaps[..., o, :] >= top
+        return np.divide(picked, n_tied, out=n_tied)
+
 
 @dataclass(frozen=True)
 class EpsilonGreedy:
@@ -109,6 +123,13 @@ class EpsilonGreedy:
         p = NoiseFree().chosen_probs(utilities, choice)
         p *= 1.0 - self.epsilon
         p += self.epsilon / n
+        return p
+
+    def gap_probs(self, gaps: FloatArray) -> FloatArray:
+        """See :meth:`NoiseFree.gap_probs`."""
+        p = NoiseFree().gap_probs(gaps)
+        p *= 1.0 - self.epsilon
+        p += self.epsilon / (gaps.shape[-2] + 1)
         return p
 
 
@@ -135,6 +156,12 @@ class Softmax:
         z -= z.max(axis=-2, keepdims=True)
         e = np.exp(z, out=z)
         return _pick(e, choice) / e.sum(axis=-2)
+
+    def gap_probs(self, gaps: FloatArray) -> FloatArray:
+        """See :meth:`NoiseFree.gap_probs`: ``1 / (1 + sum_o exp(gap_o / temperature))``."""
+        with np.errstate(over="ignore"):
+            e = np.exp(gaps / self.temperature)  # an overflow to inf gives probability 0
+        return 1.0 / (1.0 + e.sum(axis=-2))
 
 
 def _pick(option_major: FloatArray, choice: npt.ArrayLike) -> FloatArray:

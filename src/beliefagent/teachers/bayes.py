@@ -248,7 +248,9 @@ def heldout_accuracy_by_round(
     The posterior is kept in linear space, renormalised after every round: each round's
     likelihood is computed for the chosen option only (:func:`~beliefagent.belief.
     choice_likelihood`), so a round costs one matrix product and a few passes over
-    ``(users, hypotheses)``. For the paper's noise-free model this is exact (likelihoods are 0
+    ``(users, hypotheses)``; models with a ``gap_probs`` method (the built-in ones) get the
+    utilities of the other options minus the chosen one's, one row fewer. For the paper's
+    noise-free model this is exact (likelihoods are 0
     or at least ``1 / n_options``); for noisy models it differs from the log-space
     :class:`~beliefagent.belief.Belief` only for posterior masses below ~1e-300.
     """
@@ -266,16 +268,27 @@ def heldout_accuracy_by_round(
     h, n_opt, n_feat = weights.shape[0], rounds.shape[2], weights.shape[1]
     chunk = max(1, max_elements // max(1, h * n_opt))
     correct = np.zeros(n_rounds + 1)
+    gap_probs = getattr(lik, "gap_probs", None)
     for start in range(0, n_users, chunk):
         sl = slice(start, start + chunk)
         x = domain.codes(rounds[sl])  # (u, R, O, F)
         u = x.shape[0]
+        if callable(gap_probs):  # rows of (other option - chosen option), (u, R, O-1, F)
+            c = choices[sl][..., None]  # (u, R, 1)
+            others = np.arange(n_opt - 1)
+            others = others + (others >= c)  # (u, R, O-1) the options not chosen
+            chosen = np.take_along_axis(x, c[..., None], axis=2)  # (u, R, 1, F)
+            gap_x = np.take_along_axis(x, others[..., None], axis=2) - chosen
         post = np.full((u, h), 1.0 / h)  # (u, H)
         means = np.empty((u, n_rounds + 1, n_feat))  # (u, R+1, F)
         means[:, 0] = post @ weights
         for r in range(n_rounds):
-            utils = (x[:, r].reshape(u * n_opt, n_feat) @ weights.T).reshape(u, n_opt, h)
-            new = choice_likelihood(lik, utils, choices[sl, r])  # (u, H)
+            if callable(gap_probs):
+                rows = gap_x[:, r].reshape(u * (n_opt - 1), n_feat)
+                new = gap_probs((rows @ weights.T).reshape(u, n_opt - 1, h))  # (u, H)
+            else:
+                utils = (x[:, r].reshape(u * n_opt, n_feat) @ weights.T).reshape(u, n_opt, h)
+                new = choice_likelihood(lik, utils, choices[sl, r])  # (u, H)
             new *= post
             total = new.sum(axis=1)  # (u,)
             ok = total > 0  # a contradiction keeps the old posterior

@@ -153,4 +153,3 @@ def redact(value: _T) -> _T:
     else:
         result = value
     return cast(_T, result)
-
