@@ -91,6 +91,15 @@ def build_registry(
     )
 
 
+def _secret_from_env(name: str | None) -> bytes | None:
+    if not name:
+        return None
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"${name} is unset or empty", field="client_id_secret_env", value=name)
+    return value.encode()
+
+
 def _model_name(model: str) -> str:
     path = Path(model)
     return path.name if path.exists() else model
@@ -163,6 +172,23 @@ def serve_command(
         3600.0
     ),
     max_sessions: Annotated[int, typer.Option(help="Open sessions at most.")] = 10_000,
+    max_session_memory: Annotated[
+        float,
+        typer.Option(
+            help="MiB the open sessions' own state may hold (503 for a session beyond it;"
+            " 0: no budget). A flight session takes about 0.07 MiB, a flight8 one 3.1 MiB."
+        ),
+    ] = 0.0,
+    client_id_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable with the secret keying client ids (HMAC of the API"
+            " key); unset: random per process."
+        ),
+    ] = None,
+    auth_failures_per_minute: Annotated[
+        float, typer.Option(help="Failed authentications allowed per client address a minute.")
+    ] = 10.0,
     session_max_tokens: Annotated[
         int, typer.Option(help="Token budget of a session's answer.")
     ] = 24,
@@ -188,6 +214,7 @@ def serve_command(
     import uvicorn
 
     from beliefagent.server.app import ServerConfig, create_app
+    from beliefagent.server.graceful import DrainingServer
     from beliefagent.server.limits import keys_from_env
     from beliefagent.trajectories import TrajectoryWriter
 
@@ -212,6 +239,9 @@ def serve_command(
         session_max_tokens=session_max_tokens,
         session_timeout_s=upstream_timeout,
         upstream_errors=upstream_errors,
+        max_session_memory=int(max_session_memory * 2**20),
+        client_id_secret=_secret_from_env(client_id_secret_env),
+        auth_failures_per_minute=auth_failures_per_minute,
     )
     registry = build_registry(
         upstream=upstream,
@@ -233,7 +263,7 @@ def serve_command(
         else None
     )
     app = create_app(registry, config, log=writer)
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app,
             host=host,

@@ -50,6 +50,7 @@ from beliefagent.errors import (
     InputError,
     OptionError,
     SpecError,
+    short_text,
 )
 from beliefagent.middleware import POLICIES, Session, TurnResult
 from beliefagent.server.http_errors import APIError
@@ -221,6 +222,7 @@ class ServerSession:
         self.observed: dict[int, int] = {}
         self.last_used = time.monotonic()
         self.closed = False
+        self._log: TrajectoryWriter | None = None
 
     def open(
         self,
@@ -230,7 +232,8 @@ class ServerSession:
         user_id: str | None,
         fallback: bool,
     ) -> None:
-        """Create the middleware session (writes the session_start record)."""
+        """Create the middleware session. Its log starts with its first round (:meth:`turn`), so
+        that a session whose first round fails leaves nothing behind."""
         backend: Backend = self.route.backend
         if not fallback:
             # WrapperBackend exposes name/model/adapter as read-only properties, which mypy
@@ -244,11 +247,12 @@ class ServerSession:
         }
         if self.owner.startswith("key:"):
             meta["client"] = self.owner
+        self._log = log
         self.session = Session(
             self.domain,
             backend,
             policy=self.policy,
-            log=log,
+            log=None,
             session_id=self.session_id,
             user_id=user_id,
             settings=settings,
@@ -299,6 +303,8 @@ class ServerSession:
         if choice is not None and self.pending_round is not None:
             self.observe(choice)
         result = self.session.recommend(levels)
+        if self._log is not None and self.session.log is None:
+            self.session.attach_log(self._log)  # the first round worked: the session exists
         self.pending_round = result.round
         return result
 
@@ -521,9 +527,19 @@ def turn_extension(
         "route": route.name,
         "canary": session.canary,
         "invalid": result.invalid,
-        "errors": list(result.errors),
+        "fallback": result.llm_failed,
+        "errors": [_client_safe(e) for e in result.errors],
         "awaiting_choice": True,
     }
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+
+
+def _client_safe(error: str) -> str:
+    """An error of the round as the client sees it: no upstream URL, at most 300 characters
+    (the trajectory log keeps the full text)."""
+    return short_text(_URL.sub("<upstream>", error), 300)
 
 
 def choice_reply(session: ServerSession, record: Turn) -> Mapping[str, Any]:
