@@ -80,7 +80,8 @@ def test_gap_probs_equal_chosen_probs(model) -> None:
     choice = rng.integers(0, 3, size=6)
     choice[0] = 0
     others = np.array([[o for o in range(3) if o != c] for c in choice])  # (6, 2)
-    gaps = np.take_along_axis(utils, others[:, :, None], axis=1) - utils[np.arange(6), choice][
-        :, None, :
-    ]
+    gaps = (
+        np.take_along_axis(utils, others[:, :, None], axis=1)
+        - utils[np.arange(6), choice][:, None, :]
+    )
     assert np.allclose(model.gap_probs(gaps), model.chosen_probs(utils, choice))
