@@ -112,7 +112,7 @@ class ChoiceDomain:
                 field="options",
                 value=arr.shape[0],
             )
-        if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":  # signed or unsigned integers
             raise OptionError("option levels must be integers", field="options", value=arr.dtype)
         off = (arr < 0) | (arr >= self._n_levels)  # (n_options, n_features), one pass
         if off.any():
@@ -122,7 +122,7 @@ class ChoiceDomain:
                 field=f"options.{self.feature_names[j]}",
                 value=int(arr[i, j]),
             )
-        return arr.astype(np.int64)
+        return arr.astype(np.int64)  # a copy: the caller may reuse its array
 
     # --- rendering and parsing --------------------------------------------------------------
     def render_option(self, levels: Sequence[int] | IntArray, index: int) -> str:

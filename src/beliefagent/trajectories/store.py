@@ -75,12 +75,15 @@ def _serialise(record: SessionStart | Turn | SessionEnd) -> bytes:
     """One record as one redacted JSON line, newline included. Raises InputError if the record
     does not validate."""
     data = redact(record.model_dump(mode="json"))
-    try:
-        # What is written must read back: catch records mutated into an invalid state without
-        # validation (e.g. through model_copy(update=...)).
-        type(record).model_validate(data)
-    except ValidationError as exc:
-        raise _first_input_error(exc) from exc
+    if not record.checked:
+        try:
+            # What is written must read back: catch records that may have been put into an
+            # invalid state without validation (model_copy(update=...), model_construct). A
+            # record built by its constructor and changed only by (validated) assignment is
+            # valid already; redaction only replaces values with strings in free-form fields.
+            type(record).model_validate(data)
+        except ValidationError as exc:
+            raise _first_input_error(exc) from exc
     try:
         # pydantic's Rust serialiser: compact UTF-8 JSON, control characters escaped (so no raw
         # newline), several times faster than json.dumps on a turn record.
