@@ -260,7 +260,7 @@ class HTTPUpstream:
         adapter: str | None = None,
         retries: int = 2,
         max_retry_after_s: float = 10.0,
-        http_client: httpx.Client | None = None,
+        http_client: Any = None,  # httpx.Client (openai 1.x, 2.x) or httpx2.Client (3.x)
     ) -> Backend:
         """A backend for belief sessions on ``model`` (``adapter``: a LoRA name the upstream
         serves, sent as the request's model), retrying transient failures ``retries`` times."""
