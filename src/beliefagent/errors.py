@@ -34,12 +34,31 @@ __all__ = [
     "InputError",
     "OptionError",
     "SpecError",
+    "short_repr",
+    "short_text",
 ]
+
+SHORT_LIMIT = 200
+"""Characters of a value shown in an error message; longer ones are cut, with their length."""
+
+
+def short_text(text: str, limit: int = SHORT_LIMIT) -> str:
+    """``text`` itself, or its first ``limit`` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def short_repr(value: Any, limit: int = SHORT_LIMIT) -> str:
+    """``repr(value)`` cut by :func:`short_text`; a long string is measured by its own
+    length, so a 900,000-character option reads ``'Flight 1: ...'... (900,000 characters)``."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    return short_text(repr(value), limit)
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(value, limit)
 
 
 class BeliefAgentError(Exception):

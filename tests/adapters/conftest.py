@@ -14,13 +14,15 @@ Handler = Callable[[Any], Any]
 @pytest.fixture
 def mock_backend() -> Callable[..., Any]:
     """``mock_backend(handler, **kwargs)``: an OpenAICompatibleBackend whose HTTP goes to
-    ``handler(httpx.Request) -> httpx.Response`` (never a network)."""
-    httpx = pytest.importorskip("httpx")
+    ``handler(Request) -> Response`` (never a network; httpx2's types for openai 3.x, httpx's
+    before)."""
     pytest.importorskip("openai")
-    from beliefagent.adapters.openai_compat import OpenAICompatibleBackend
+    from beliefagent.adapters.openai_compat import OpenAICompatibleBackend, openai_http_module
+
+    hx = openai_http_module()  # httpx2 for openai 3.x, httpx before
 
     def make(handler: Handler, **kwargs: Any) -> OpenAICompatibleBackend:
-        client = httpx.Client(transport=httpx.MockTransport(handler))
+        client = hx.Client(transport=hx.MockTransport(handler))
         kwargs.setdefault("api_key", SECRET_KEY)
         return OpenAICompatibleBackend(
             kwargs.pop("model", "test-model"),

@@ -1,5 +1,7 @@
-"""OpenAICompatibleBackend against HTTP-level mocks (httpx.MockTransport): request shape,
-candidate scores from logprobs, error mapping, retries, and keeping the API key secret."""
+"""OpenAICompatibleBackend against HTTP-level mocks (the ``MockTransport`` of the HTTP library the
+installed openai is built on: httpx2 for openai 3.x, httpx before): request shape, candidate
+scores from logprobs, error mapping, retries, the http_client check, and keeping the API key
+secret."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import logging
 import math
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from adapter_payloads import SECRET_KEY, chat_completion, token
 
@@ -16,6 +17,9 @@ from beliefagent.adapters import GenerationSettings, RetryingBackend
 from beliefagent.adapters.openai_compat import (
     OpenAICompatibleBackend,
     candidate_logprobs_from_tokens,
+    openai_http_client,
+    openai_http_module,
+    openai_major,
     parse_retry_after,
 )
 from beliefagent.errors import (
@@ -27,6 +31,7 @@ from beliefagent.errors import (
 )
 
 openai = pytest.importorskip("openai")
+hx = openai_http_module()  # httpx2 for openai 3.x, httpx for 1.x and 2.x
 
 MESSAGES = [
     {"role": "system", "content": "You recommend flights."},
@@ -35,18 +40,18 @@ MESSAGES = [
 LABELS = GenerationSettings(candidates=("1", "2", "3"))
 
 
-def ok(body: dict) -> httpx.Response:
-    return httpx.Response(200, json=body)
+def ok(body: dict) -> hx.Response:
+    return hx.Response(200, json=body)
 
 
 class Recorder:
     """A mock handler that answers from a list of responses (or exceptions) in order."""
 
-    def __init__(self, *responses: httpx.Response | Exception) -> None:
+    def __init__(self, *responses: hx.Response | Exception) -> None:
         self.responses = list(responses)
-        self.requests: list[httpx.Request] = []
+        self.requests: list = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: hx.Request) -> hx.Response:
         self.requests.append(request)
         item = self.responses[min(len(self.requests), len(self.responses)) - 1]
         if isinstance(item, Exception):
@@ -184,13 +189,46 @@ def test_users_own_client_is_used_as_is():
         api_key=SECRET_KEY,
         base_url="http://own.invalid/v1",
         max_retries=0,
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        http_client=hx.Client(transport=hx.MockTransport(handler)),
     )
     backend = OpenAICompatibleBackend("m", client=client)
     assert backend.complete(MESSAGES, GenerationSettings()).text == "mine"
     assert handler.requests[0].url.host == "own.invalid"
     backend.close()  # a client it did not create stays open
     assert not client.is_closed()
+
+
+def test_http_client_of_the_installed_major_is_used():
+    handler = Recorder(ok(chat_completion("built")))
+    client = openai_http_client(transport=hx.MockTransport(handler))
+    assert isinstance(client, hx.Client)
+    backend = OpenAICompatibleBackend(
+        "m", base_url="http://built.invalid/v1", api_key="k", http_client=client
+    )
+    assert backend.complete(MESSAGES, GenerationSettings()).text == "built"
+    assert handler.requests[0].url.host == "built.invalid"
+
+
+def test_http_module_matches_the_openai_major():
+    expected = "httpx2" if openai_major() >= 3 else "httpx"
+    assert hx.__name__ == expected
+    assert openai_major() == int(openai.__version__.split(".")[0])
+
+
+def test_http_client_of_the_other_major_is_a_config_error():
+    other_name = "httpx" if hx.__name__ == "httpx2" else "httpx2"
+    other = pytest.importorskip(other_name)
+    with other.Client() as wrong, pytest.raises(ConfigError) as info:
+        OpenAICompatibleBackend("m", base_url="http://x.invalid/v1", api_key="k", http_client=wrong)
+    assert info.value.field == "http_client"
+    assert f"needs a {hx.__name__}.Client" in str(info.value)
+    assert other_name in str(info.value.value)
+
+
+def test_http_client_that_is_no_client_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        OpenAICompatibleBackend("m", base_url="http://x.invalid/v1", api_key="k", http_client=42)
+    assert info.value.field == "http_client" and info.value.value == "builtins.int"
 
 
 def test_client_and_connection_options_are_exclusive():
@@ -215,7 +253,7 @@ def test_no_key_for_a_local_server_is_fine(monkeypatch):
     backend = OpenAICompatibleBackend(
         "m",
         base_url="http://vllm.invalid/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        http_client=hx.Client(transport=hx.MockTransport(handler)),
     )
     backend.complete(MESSAGES, GenerationSettings())
     assert handler.requests[0].headers["authorization"] == "Bearer EMPTY"
@@ -250,7 +288,7 @@ def test_bad_options_name_the_field(mock_backend, kwargs, field):
 
 def test_429_with_retry_after_then_success(mock_backend):
     handler = Recorder(
-        httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "3"}),
+        hx.Response(429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "3"}),
         ok(chat_completion("Flight 1")),
     )
     sleeps: list[float] = []
@@ -262,7 +300,7 @@ def test_429_with_retry_after_then_success(mock_backend):
 
 def test_429_maps_to_retryable_backend_error(mock_backend):
     handler = Recorder(
-        httpx.Response(
+        hx.Response(
             429,
             json={"error": {"message": "rate limited", "type": "requests"}},
             headers={"retry-after-ms": "1500"},
@@ -278,8 +316,8 @@ def test_429_maps_to_retryable_backend_error(mock_backend):
 
 def test_500_is_retried_with_jittered_backoff(mock_backend):
     handler = Recorder(
-        httpx.Response(500, json={"error": {"message": "boom"}}),
-        httpx.Response(503, text="unavailable"),
+        hx.Response(500, json={"error": {"message": "boom"}}),
+        hx.Response(503, text="unavailable"),
         ok(chat_completion("Flight 3")),
     )
     sleeps: list[float] = []
@@ -291,7 +329,7 @@ def test_500_is_retried_with_jittered_backoff(mock_backend):
 
 def test_400_is_not_retried(mock_backend):
     handler = Recorder(
-        httpx.Response(400, json={"error": {"message": "bad 'messages'", "param": "messages"}})
+        hx.Response(400, json={"error": {"message": "bad 'messages'", "param": "messages"}})
     )
     sleeps: list[float] = []
     backend = RetryingBackend(mock_backend(handler), sleep=sleeps.append)
@@ -303,7 +341,7 @@ def test_400_is_not_retried(mock_backend):
 
 
 def test_timeout_maps_to_backend_timeout_error(mock_backend):
-    handler = Recorder(httpx.ReadTimeout("read timed out"))
+    handler = Recorder(hx.ReadTimeout("read timed out"))
     with pytest.raises(BackendTimeoutError) as info:
         mock_backend(handler).complete(MESSAGES, GenerationSettings(timeout_s=2))
     assert info.value.retryable
@@ -311,7 +349,7 @@ def test_timeout_maps_to_backend_timeout_error(mock_backend):
 
 
 def test_timeouts_are_retried_until_attempts_run_out(mock_backend):
-    handler = Recorder(httpx.ReadTimeout("read timed out"))
+    handler = Recorder(hx.ReadTimeout("read timed out"))
     backend = RetryingBackend(mock_backend(handler), max_attempts=3, sleep=lambda s: None)
     with pytest.raises(BackendTimeoutError):
         backend.complete(MESSAGES, GenerationSettings())
@@ -319,7 +357,7 @@ def test_timeouts_are_retried_until_attempts_run_out(mock_backend):
 
 
 def test_connection_failure_maps_to_backend_connection_error(mock_backend):
-    handler = Recorder(httpx.ConnectError("connection refused"))
+    handler = Recorder(hx.ConnectError("connection refused"))
     with pytest.raises(BackendConnectionError) as info:
         mock_backend(handler).complete(MESSAGES, GenerationSettings())
     assert info.value.retryable
@@ -327,16 +365,14 @@ def test_connection_failure_maps_to_backend_connection_error(mock_backend):
 
 
 def test_malformed_json_is_a_response_error(mock_backend):
-    bad = httpx.Response(200, content=b'{"id": "x", "choices": [', headers=_JSON)
+    bad = hx.Response(200, content=b'{"id": "x", "choices": [', headers=_JSON)
     with pytest.raises(BackendResponseError) as info:
         mock_backend(Recorder(bad)).complete(MESSAGES, GenerationSettings())
     assert not info.value.retryable
 
 
 def test_non_json_body_is_a_response_error(mock_backend):
-    page = httpx.Response(
-        200, text="<html>proxy login</html>", headers={"content-type": "text/html"}
-    )
+    page = hx.Response(200, text="<html>proxy login</html>", headers={"content-type": "text/html"})
     with pytest.raises(BackendResponseError):
         mock_backend(Recorder(page)).complete(MESSAGES, GenerationSettings())
 
@@ -365,8 +401,8 @@ _JSON = {"content-type": "application/json"}
 def test_api_key_never_logged_nor_in_repr(mock_backend, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, openai's and httpx's included
     handler = Recorder(
-        httpx.Response(401, json={"error": {"message": "Incorrect API key provided"}}),
-        httpx.Response(500, json={"error": {"message": "boom"}}),
+        hx.Response(401, json={"error": {"message": "Incorrect API key provided"}}),
+        hx.Response(500, json={"error": {"message": "boom"}}),
         ok(chat_completion("Flight 2")),
     )
     backend = mock_backend(handler)

@@ -15,8 +15,9 @@ from beliefagent.adapters import (
     StubHTTPError,
     StubServer,
 )
+from beliefagent.adapters.openai_compat import openai_http_client
 from beliefagent.adapters.stub_server import stub_tokens
-from beliefagent.errors import BackendError, BackendTimeoutError
+from beliefagent.errors import BackendConnectionError, BackendError, BackendTimeoutError
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -48,6 +49,40 @@ def test_backend_over_real_http_reads_text_usage_and_scores():
     assert reply.candidate_logprobs == pytest.approx(LABELS)
     assert request["logprobs"] is True and request["top_logprobs"] == 20
     assert request["messages"] == MESSAGES
+
+
+def test_backend_with_a_given_http_client_over_real_http():
+    with StubServer(labelled) as srv:
+        http_client = openai_http_client(timeout=5.0)
+        backend = OpenAICompatibleBackend(
+            "stub", base_url=srv.base_url, api_key="k", http_client=http_client
+        )
+        reply = backend.complete(MESSAGES, GenerationSettings(candidates=("1", "2", "3")))
+        backend.close()
+        http_client.close()
+    assert reply.text == "The best option is Flight 2."
+    assert reply.candidate_logprobs == pytest.approx(LABELS)
+
+
+def test_extra_body_reaches_the_server():
+    with StubServer(lambda m: "Flight 1") as srv:
+        backend = OpenAICompatibleBackend(
+            "m", base_url=srv.base_url, api_key="k", extra_body={"top_k": 5}
+        )
+        backend.complete(MESSAGES, GenerationSettings())
+        backend.close()
+        (request,) = srv.requests
+    assert request["top_k"] == 5
+
+
+def test_refused_connection_is_a_retryable_connection_error():
+    with StubServer(lambda m: "x") as srv:
+        url = srv.base_url  # the port is free again once the server has stopped
+    backend = OpenAICompatibleBackend("m", base_url=url, api_key="k")
+    with pytest.raises(BackendConnectionError) as info:
+        backend.complete(MESSAGES, GenerationSettings(timeout_s=2))
+    backend.close()
+    assert info.value.retryable
 
 
 def test_official_client_non_streamed_logprobs_format():

@@ -13,6 +13,7 @@ from beliefagent.belief import (
     EpsilonGreedy,
     NoiseFree,
     Softmax,
+    choice_likelihood,
     entropy,
     expected_information_gain,
     log_normalize,
@@ -65,6 +66,32 @@ def test_posterior_equals_brute_force(model, seed: int) -> None:
     expected = brute_force_posterior(weights, [FLIGHT.codes(s) for s in sets], choices, model)
     assert np.allclose(belief.probs, expected, atol=1e-12)
     assert belief.probs.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+@pytest.mark.parametrize("block", [1, 100, 624, 4096])
+def test_blockwise_update_equals_brute_force(model, block: int) -> None:
+    sets, choices = _dialogue(3)
+    weights = FLIGHT.hypothesis_weights()
+    belief = Belief(len(weights))
+    for s, c in zip(sets, choices, strict=True):
+        x = FLIGHT.codes(s)
+        assert belief.update_blockwise(
+            lambda sl, x=x, c=c: choice_likelihood(model, x @ weights[sl].T, c), block=block
+        )
+    expected = brute_force_posterior(weights, [FLIGHT.codes(s) for s in sets], choices, model)
+    assert np.allclose(belief.probs, expected, atol=1e-12)
+    assert belief.n_observations == 5
+
+
+def test_blockwise_contradiction_keeps_the_posterior() -> None:
+    b = Belief(10)
+    assert b.update_likelihood(np.r_[np.zeros(5), np.ones(5)])
+    before = b.log_post.copy()
+    assert not b.update_blockwise(lambda sl: np.r_[np.ones(5), np.zeros(5)][sl], block=3)
+    assert np.array_equal(b.log_post, before) and b.emptied and b.n_observations == 2
+    with pytest.raises(ChoiceError):
+        b.update_likelihood(np.ones(4))
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)

@@ -5,6 +5,12 @@ built), constructed with ``max_retries=0``: retrying is the job of
 :class:`~beliefagent.adapters.retry.RetryingBackend`. A user's own, already configured
 ``openai.OpenAI`` client is accepted as is.
 
+Both current majors of the client are supported. openai 1.x and 2.x are built on ``httpx``;
+openai 3.x on ``httpx2`` (the same API under another name). An ``http_client`` passed in must be
+a ``Client`` of the module the installed openai is built on — :func:`openai_http_module` names
+it, and :func:`openai_http_client` builds one — anything else is a :class:`ConfigError` naming
+``http_client`` (rather than a failure at the first request).
+
 Errors are mapped at the boundary (``raise ... from exc``):
 
 =============================  =================================================================
@@ -54,13 +60,15 @@ from beliefagent.errors import (
 )
 
 if TYPE_CHECKING:
-    import httpx
     import openai
 
 __all__ = [
     "OpenAICompatibleBackend",
     "candidate_logprobs_from_tokens",
     "is_retryable_status",
+    "openai_http_client",
+    "openai_http_module",
+    "openai_major",
     "parse_retry_after",
 ]
 
@@ -84,6 +92,45 @@ def _import_openai() -> Any:
     return openai
 
 
+def openai_major(openai: Any = None) -> int:
+    """The major version of the installed ``openai`` package (1, 2, 3, ...)."""
+    module = openai if openai is not None else _import_openai()
+    head = str(getattr(module, "__version__", "0")).split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def openai_http_module(openai: Any = None) -> Any:
+    """The HTTP library the installed ``openai`` is built on: ``httpx2`` for openai 3.x,
+    ``httpx`` before. Its ``Client``, ``MockTransport``, ``Response`` and exceptions are what an
+    ``http_client`` for :class:`OpenAICompatibleBackend` is made of."""
+    if openai_major(openai) >= 3:
+        import httpx2
+
+        return httpx2
+    import httpx
+
+    return httpx
+
+
+def openai_http_client(**kwargs: Any) -> Any:
+    """An ``httpx2.Client`` (openai 3.x) or ``httpx.Client`` (openai 1.x, 2.x) built with
+    ``kwargs`` (``transport=``, ``proxy=``, ``timeout=``, ...), ready to pass as
+    ``http_client``."""
+    return openai_http_module().Client(**kwargs)
+
+
+def _check_http_client(http_client: Any, openai: Any) -> None:
+    module = openai_http_module(openai)
+    if not isinstance(http_client, module.Client):
+        kind = f"{type(http_client).__module__}.{type(http_client).__qualname__}"
+        raise ConfigError(
+            f"openai {openai.__version__} needs a {module.__name__}.Client, got {kind}"
+            " (beliefagent.adapters.openai_compat.openai_http_client builds a matching one)",
+            field="http_client",
+            value=kind,
+        )
+
+
 class OpenAICompatibleBackend:
     """Chat completions from an OpenAI-compatible HTTP endpoint.
 
@@ -96,8 +143,9 @@ class OpenAICompatibleBackend:
         api_key_env: the environment variable holding the key.
         client: an already configured ``openai.OpenAI`` client, used as is (its own retry and
             timeout settings apply); excludes ``base_url``, ``api_key`` and ``http_client``.
-        http_client: an ``httpx.Client`` for the openai client to use (proxies, custom
-            transports, ``httpx.MockTransport`` in tests).
+        http_client: an ``httpx2.Client`` (openai 3.x) or ``httpx.Client`` (openai 1.x and
+            2.x) for the openai client to use (proxies, custom transports, ``MockTransport`` in
+            tests); see :func:`openai_http_client`.
         timeout_s: the client's default timeout; each request uses ``settings.timeout_s``.
         name: label for logs and reports.
         adapter: a LoRA adapter served by the endpoint (vLLM ``--lora-modules NAME=PATH``):
@@ -118,7 +166,7 @@ class OpenAICompatibleBackend:
         api_key: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         client: openai.OpenAI | None = None,
-        http_client: httpx.Client | None = None,
+        http_client: Any = None,
         timeout_s: float = 60.0,
         *,
         name: str = "openai",
@@ -164,6 +212,8 @@ class OpenAICompatibleBackend:
             self._client = client
             self._owns_client = False
         else:
+            if http_client is not None:
+                _check_http_client(http_client, self._openai)
             key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
             if not key:
                 if base_url is None and not os.environ.get("OPENAI_BASE_URL"):

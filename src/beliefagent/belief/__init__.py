@@ -7,6 +7,7 @@ from beliefagent.belief.likelihood import (
     NoiseFree,
     Softmax,
     argmax_first,
+    choice_likelihood,
     choice_model_from_name,
     choice_model_from_spec,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "SelectionConfig",
     "Softmax",
     "argmax_first",
+    "choice_likelihood",
     "choice_model_from_name",
     "choice_model_from_spec",
     "entropy",

@@ -44,6 +44,7 @@ class ChoiceDomain:
         self.feature_names: tuple[str, ...] = tuple(f.name for f in spec.features)
         self.n_features = len(self.features)
         self.n_levels: tuple[int, ...] = tuple(f.n_levels for f in self.features)
+        self._n_levels = np.array(self.n_levels, dtype=np.int64)  # (n_features,)
         self._codes = [np.asarray(f.level_codes(), dtype=np.float64) for f in self.features]
         self._raw = [f.raw_values() for f in self.features]
         self._text: list[list[str]] = []
@@ -120,17 +121,17 @@ class ChoiceDomain:
         return self._check_levels(arr, "options")
 
     def _check_levels(self, arr: npt.NDArray[Any], name: str) -> IntArray:
-        if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":  # signed or unsigned integers
             raise OptionError("option levels must be integers", field=name, value=arr.dtype)
-        for j, n in enumerate(self.n_levels):
-            bad = (arr[:, j] < 0) | (arr[:, j] >= n)
-            if bad.any():
-                raise OptionError(
-                    f"level off the grid (0..{n - 1})",
-                    field=f"{name}.{self.feature_names[j]}",
-                    value=int(arr[bad, j][0]),
-                )
-        return arr.astype(np.int64)
+        off = (arr < 0) | (arr >= self._n_levels)  # (n_options, n_features), one pass
+        if off.any():
+            i, j = (int(k[0]) for k in np.nonzero(off.T)[::-1])  # first feature, first option
+            raise OptionError(
+                f"level off the grid (0..{self.n_levels[j] - 1})",
+                field=f"{name}.{self.feature_names[j]}",
+                value=int(arr[i, j]),
+            )
+        return arr.astype(np.int64)  # a copy: the caller may reuse its array
 
     def validate_candidates(self, candidates: npt.ArrayLike, k: int | None = None) -> IntArray:
         """Check candidate options ``(N, n_features)`` of level indices to choose ``k`` (default:

@@ -8,6 +8,7 @@
 
 When the LLM's answer is invalid (unparseable after the re-asks) every policy falls back to the
 teacher, then to the LLM's scored distribution, then shows nothing; the decision records why.
+When the backend call itself failed (``llm_failed``), the reason starts with ``"fallback:"``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def decide(
     *,
     llm_scored_choice: int | None = None,
     threshold: float = 0.8,
+    llm_failed: bool = False,
 ) -> Decision:
     """Pick the answer to show. ``bayes_choice`` is None when no exact belief is available."""
     if policy == "bayes":
@@ -77,9 +79,14 @@ def decide(
         }[policy]
         return Decision(llm_choice, "llm", why)
     if bayes_choice is not None:
+        if llm_failed:
+            return Decision(bayes_choice, "bayes", "fallback: the LLM call failed; the teacher"
+                            " answers")  # fmt: skip
         return Decision(bayes_choice, "bayes", "LLM answer invalid; the teacher answers")
     if llm_scored_choice is not None:
         return Decision(
             llm_scored_choice, "llm", "LLM answer invalid; shown its highest-scored option"
         )
+    if llm_failed:
+        return Decision(None, "none", "fallback: the LLM call failed and no belief is available")
     return Decision(None, "none", "LLM answer invalid and no belief available")

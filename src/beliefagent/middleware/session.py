@@ -69,6 +69,8 @@ class TurnResult:
     belief: BeliefSummary | None = None
     raw_replies: list[str] = field(default_factory=list)
     invalid: bool = False
+    llm_failed: bool = False
+    """the backend call failed (an error, not an unparseable answer): the policy fell back"""
     errors: list[str] = field(default_factory=list)
     latency_s: float = 0.0
     prompt_tokens: int | None = None
@@ -222,33 +224,41 @@ class Session:
         self.selection = selection or SelectionConfig()
         self._selected: SelectedOptions | None = None  # chosen by select(), not yet shown
         self._pending_selection: SelectedOptions | None = None  # shown in the pending round
+        self._start = SessionStart(
+            session_id=self.session_id,
+            user_id=user_id,
+            domain=self.domain_name,
+            policy=self.policy,
+            backend=getattr(backend, "name", None),
+            model=getattr(backend, "model", None),
+            adapter=getattr(backend, "adapter", None),
+            settings={
+                "max_reasks": max_reasks,
+                "guard_threshold": guard_threshold,
+                "likelihood": self.teacher.likelihood.name if self.teacher else None,
+                "tie_break": tie_break,
+                "max_tokens": base.max_tokens,
+                "selection": {
+                    "strategy": self.selection.strategy,
+                    "margin": self.selection.margin,
+                    "search": self.selection.search,
+                },
+            },
+            meta=dict(meta or {}),
+        )
         if resume is not None:
             self._resume(resume)
         elif self.log is not None:
-            self.log.write(
-                SessionStart(
-                    session_id=self.session_id,
-                    user_id=user_id,
-                    domain=self.domain_name,
-                    policy=self.policy,
-                    backend=getattr(backend, "name", None),
-                    model=getattr(backend, "model", None),
-                    adapter=getattr(backend, "adapter", None),
-                    settings={
-                        "max_reasks": max_reasks,
-                        "guard_threshold": guard_threshold,
-                        "likelihood": self.teacher.likelihood.name if self.teacher else None,
-                        "tie_break": tie_break,
-                        "max_tokens": base.max_tokens,
-                        "selection": {
-                            "strategy": self.selection.strategy,
-                            "margin": self.selection.margin,
-                            "search": self.selection.search,
-                        },
-                    },
-                    meta=dict(meta or {}),
-                )
-            )
+            self.log.write(self._start)
+
+    def attach_log(self, log: TrajectoryWriter) -> None:
+        """Start logging to ``log`` now (writes the session_start record): for a session made
+        without a log whose records should begin only once it proved usable (the server opens
+        a session and plays its first round before anything is logged)."""
+        if self.log is not None:
+            raise ConfigError("the session already has a log", field="log", value=str(log))
+        self.log = log
+        log.write(self._start)
 
     @property
     def domain_name(self) -> str:
@@ -353,6 +363,8 @@ class Session:
                 reply: Reply = self.backend.complete(convo, settings)
             except BackendError as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
+                result.invalid = True  # no LLM answer: what is shown comes from the fallback
+                result.llm_failed = True
                 logger.warning(
                     "session %s round %d: backend failed: %s", self.session_id, self.round, exc
                 )
@@ -421,6 +433,7 @@ class Session:
             confidence,
             llm_scored_choice=scored,
             threshold=self.guard_threshold,
+            llm_failed=result.llm_failed,
         )
         result.shown_choice = result.decision.shown
         self._pending = (result, levels, user_text)

@@ -22,7 +22,6 @@ reason ``"server_shutdown"`` and the trajectory log is closed.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -39,10 +38,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from beliefagent.adapters.base import GenerationSettings
-from beliefagent.errors import BeliefAgentError, ConfigError, InputError
+from beliefagent.errors import BeliefAgentError, ConfigError, InputError, short_repr, short_text
+from beliefagent.server.auth_failures import FailedAuthLimiter
 from beliefagent.server.durable import DurableSessions, store_error
+from beliefagent.server.forwarding import without_body_secrets
+from beliefagent.server.guarded_json import parse_json, parse_json_object
 from beliefagent.server.http_errors import APIError, from_backend_error, from_exception
 from beliefagent.server.limits import Authenticator, RateLimiter, read_body
+from beliefagent.server.memory import SessionMemoryBudget
 from beliefagent.server.metrics import MetricsMiddleware, ServerMetrics
 from beliefagent.server.openai_format import completion_payload, sse_events, usage_payload
 from beliefagent.server.sessions import (
@@ -85,6 +88,12 @@ class ServerConfig:
             (the teacher's choice) and the failure is listed in ``beliefagent.errors``.
         worker_threads: threads for session and local-model work.
         metrics_public: serve ``/metrics`` without auth (default: the API's auth).
+        max_session_memory: bytes the open sessions' own state may hold at most (0: no
+            budget); a session that would exceed it is refused with 503 before it opens (see
+            :mod:`beliefagent.server.memory`).
+        client_id_secret: the HMAC key of client ids (``None``: random per process).
+        auth_failures_per_minute, auth_failure_burst: failed authentications allowed per
+            client address (429 beyond; see :mod:`beliefagent.server.auth_failures`).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -101,6 +110,10 @@ class ServerConfig:
     upstream_errors: str = "error"
     worker_threads: int = 64
     metrics_public: bool = False
+    max_session_memory: int = 0
+    client_id_secret: bytes | None = None
+    auth_failures_per_minute: float = 10.0
+    auth_failure_burst: int = 10
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -113,6 +126,9 @@ class ServerConfig:
             )
         if self.worker_threads < 1:
             raise ConfigError("must be >= 1", field="worker_threads", value=self.worker_threads)
+        if self.max_session_memory < 0:
+            raise ConfigError("must be >= 0 bytes (0: no budget)", field="max_session_memory",
+                              value=self.max_session_memory)  # fmt: skip
 
 
 class _Server:
@@ -130,8 +146,12 @@ class _Server:
         self.models = models
         self.log = log
         self.owns_log = owns_log
-        self.auth = Authenticator(list(config.api_keys))
+        self.auth = Authenticator(list(config.api_keys), config.client_id_secret)
         self.limiter = RateLimiter(config.rate_limit, config.burst)
+        self.auth_failures = FailedAuthLimiter(
+            config.auth_failures_per_minute, config.auth_failure_burst
+        )
+        self.memory = SessionMemoryBudget(config.max_session_memory)
         self.sessions = SessionRegistry(
             default_domain=config.default_domain,
             default_policy=config.default_policy,
@@ -150,31 +170,28 @@ class _Server:
             log=log,
             settings=self.settings,
             fallback=config.upstream_errors == "fallback",
+            memory=self.memory,
         )
         self._next_sweep = 0.0
         self.metrics = ServerMetrics(self.durable.count_open)
 
     # -- admission ---------------------------------------------------------------------------
     def admit(self, request: Request) -> str:
-        client = self.auth.identify(request)
+        address = request.client.host if request.client else "unknown"
+        if self.auth.enabled:
+            self.auth_failures.check(address)
+        try:
+            client = self.auth.identify(request)
+        except APIError as exc:
+            if exc.status == 401:
+                self.auth_failures.failed(address)
+            raise
         self.limiter.check(client)
         return client
 
     async def json_body(self, request: Request) -> tuple[dict[str, Any], bytes]:
         raw = await read_body(request, self.config.max_body_bytes)
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(
-                400, f"request body is not valid JSON: {exc}", code="invalid_json"
-            ) from None
-        if not isinstance(body, dict):
-            raise APIError(
-                400,
-                f"request body must be a JSON object, got {type(body).__name__}",
-                code="invalid_json",
-            )
-        return body, raw
+        return parse_json_object(raw), raw
 
     # -- endpoints ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
@@ -204,6 +221,15 @@ class _Server:
             turn = parse_extension(body[EXTENSION_FIELD])
         except InputError as exc:
             raise from_exception(exc) from exc
+        n = body.get("n")
+        if n is not None and (isinstance(n, bool) or n != 1):
+            raise APIError(
+                400,
+                f"n: a belief-session round answers with one choice; send n=1 or leave it out"
+                f" (got {short_repr(n)})",
+                code="invalid_value",
+                param="n",
+            )
         return await self.session_turn(client, route.name, turn, body)
 
     async def session_turn(
@@ -297,10 +323,8 @@ class _Server:
         raw = await read_body(request, self.config.max_body_bytes)
         route = self.models.base
         if raw and request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                body = None
+            body = parse_json(raw)
+            raw = without_body_secrets(body, raw)
             if isinstance(body, dict) and "model" in body:
                 route = self.models.get(body["model"])
         return await route.upstream.forward(
@@ -350,11 +374,16 @@ async def _library_error(request: Request, exc: Exception) -> Response:
     return from_exception(exc).response()
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    message = f"{exc.detail}: {request.method} {request.url.path}"
-    return APIError(exc.status_code, message, type=kind, code=str(exc.status_code)).response()
+    message = f"{exc.detail}: {request.method} {short_text(request.url.path)}"
+    code = _HTTP_CODES.get(exc.status_code, str(exc.status_code))
+    return APIError(exc.status_code, message, type=kind, code=code,
+                    headers=exc.headers).response()  # fmt: skip
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

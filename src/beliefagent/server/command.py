@@ -92,6 +92,15 @@ def build_registry(
     )
 
 
+def _secret_from_env(name: str | None) -> bytes | None:
+    if not name:
+        return None
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"${name} is unset or empty", field="client_id_secret_env", value=name)
+    return value.encode()
+
+
 def _model_name(model: str) -> str:
     path = Path(model)
     return path.name if path.exists() else model
@@ -164,6 +173,23 @@ def serve_command(
         3600.0
     ),
     max_sessions: Annotated[int, typer.Option(help="Open sessions at most.")] = 10_000,
+    max_session_memory: Annotated[
+        float,
+        typer.Option(
+            help="MiB the open sessions' own state may hold (503 for a session beyond it;"
+            " 0: no budget). A flight session takes about 0.07 MiB, a flight8 one 3.1 MiB."
+        ),
+    ] = 0.0,
+    client_id_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable with the secret keying client ids (HMAC of the API"
+            " key); unset: random per process."
+        ),
+    ] = None,
+    auth_failures_per_minute: Annotated[
+        float, typer.Option(help="Failed authentications allowed per client address a minute.")
+    ] = 10.0,
     session_max_tokens: Annotated[
         int, typer.Option(help="Token budget of a session's answer.")
     ] = 24,
@@ -202,6 +228,8 @@ def serve_command(
     args = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
     import uvicorn
 
+    from beliefagent.server.graceful import DrainingServer
+
     if upstream is not None and local:
         raise ConfigError("give --upstream or --local, not both", field="local", value=True)
     level = log_level.upper()
@@ -233,7 +261,7 @@ def serve_command(
         )
         return
     app = _build_app(args)
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app,
             host=host,
@@ -287,6 +315,9 @@ def _build_app(args: dict[str, Any]) -> Any:
         session_timeout_s=args["upstream_timeout"],
         upstream_errors=args["upstream_errors"],
         metrics_public=args["metrics_public"],
+        max_session_memory=int(args["max_session_memory"] * 2**20),
+        client_id_secret=_secret_from_env(args["client_id_secret_env"]),
+        auth_failures_per_minute=args["auth_failures_per_minute"],
     )
     registry = build_registry(
         upstream=args["upstream"],

@@ -46,6 +46,7 @@ from beliefagent.adapters.base import GenerationSettings
 from beliefagent.errors import BeliefAgentError
 from beliefagent.middleware import TurnResult
 from beliefagent.server.http_errors import APIError
+from beliefagent.server.memory import SessionMemoryBudget
 from beliefagent.server.sessions import (
     ServerSession,
     SessionRegistry,
@@ -145,8 +146,10 @@ class DurableSessions:
         fallback: bool,
         lock_timeout_s: float = 120.0,
         cache_size: int = 10_000,
+        memory: SessionMemoryBudget | None = None,
     ) -> None:
         self.registry = registry
+        self.memory = memory
         self.models = models
         self.store = store
         self.log = log
@@ -332,6 +335,10 @@ class DurableSessions:
                 code="too_many_sessions",
                 headers={"Retry-After": "5"},
             )
+        domain = self.registry.domain(turn.domain or self.registry.default_domain)
+        if self.memory is not None:  # this process's open sessions, before one more opens
+            opened = [live.session.domain for live in self._cache.values()]
+            self.memory.admit(domain, [d for d in opened if d is not None])
         requested = self.models.get(model)
         route, canary = self.models.for_session(requested, turn.session_id)
         session = ServerSession(
@@ -340,7 +347,7 @@ class DurableSessions:
             route=route,
             requested=requested.name,
             canary=canary,
-            domain=self.registry.domain(turn.domain or self.registry.default_domain),
+            domain=domain,
             policy=turn.policy or self.registry.default_policy,
         )
         levels, cands = _turn_options(session, turn)
@@ -349,7 +356,8 @@ class DurableSessions:
             log=self.log, settings=self.settings, user_id=turn.user_id, fallback=self.fallback
         )
         live = _Live(session, 0, turn.user_id)
-        self._save(turn.session_id, live)  # open at round 0: a failed first round can be resent
+        # opening and the first round succeed or fail together: a failed first round leaves
+        # nothing in the store or the log (the log starts with it), and the id stays free
         result = session.turn(levels, None, candidates=cands, strategy=turn.selection)
         self._save(turn.session_id, live)
         return TurnOutcome(session, result, opened=True)

@@ -18,11 +18,18 @@ anything else                                  500     server_error / internal_e
 =============================================  ======  =========================================
 
 ``param`` names the request field at fault (``beliefagent.options[1]``, ``model``) when known.
+Values quoted in messages are cut to 200 characters, with their length.
+
+Upstream failures reach the client as a short message and a request id (also in the
+``x-request-id`` header): never the upstream's URL nor its raw body. Those go to the server log,
+on one line with the same request id.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,9 +42,18 @@ from beliefagent.errors import (
     ChoiceError,
     InputError,
     OptionError,
+    short_repr,
+    short_text,
 )
 
-__all__ = ["APIError", "error_body", "from_backend_error", "from_exception"]
+__all__ = ["APIError", "error_body", "from_backend_error", "from_exception", "new_request_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def new_request_id() -> str:
+    """An id that ties a client-facing error to its line in the server log."""
+    return f"req_{uuid.uuid4().hex[:20]}"
 
 
 class APIError(Exception):
@@ -95,27 +111,40 @@ def from_exception(exc: BaseException, *, param_prefix: str = "") -> APIError:
             else "invalid_value"
         )
         field = _prefixed(exc.field, param_prefix)
-        return APIError(400, f"{field}: {exc.reason} (got {exc.value!r})", code=code, param=field)
+        message = f"{field}: {short_text(exc.reason)} (got {short_repr(exc.value)})"
+        return APIError(400, message, code=code, param=field)
     if isinstance(exc, BackendError):
         return from_backend_error(exc)
     return APIError(500, "internal server error", type="server_error", code="internal_error")
 
 
-def from_backend_error(exc: BackendError) -> APIError:
-    """Map an upstream failure (see the module table)."""
+def from_backend_error(exc: BackendError, *, request_id: str | None = None) -> APIError:
+    """Map an upstream failure (see the module table): the client gets a short message and
+    ``request_id``; the full error (upstream URL, body) is logged with the same id."""
+    rid = request_id or new_request_id()
+    body = f"; body: {short_text(exc.body)}" if exc.body else ""
+    logger.warning("upstream failure, request id %s: %s%s", rid, short_text(str(exc), 500), body)
     status = exc.status_code
-    text = f"upstream: {exc}"
+    headers = {"x-request-id": rid}
+    see = f" (request id {rid})"
     if isinstance(exc, BackendTimeoutError):
-        return APIError(504, text, type="upstream_error", code="upstream_timeout")
+        return APIError(504, "upstream: no answer in time" + see, type="upstream_error",
+                        code="upstream_timeout", headers=headers)  # fmt: skip
     if isinstance(exc, BackendConnectionError):
-        return APIError(502, text, type="upstream_error", code="upstream_unavailable")
+        return APIError(502, "upstream: unavailable" + see, type="upstream_error",
+                        code="upstream_unavailable", headers=headers)  # fmt: skip
     if status == 429:
-        headers = {}
         if exc.retry_after is not None and math.isfinite(exc.retry_after):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return APIError(
-            429, text, type="rate_limit_error", code="upstream_rate_limited", headers=headers
-        )
+            429, "upstream: rate limited" + see, type="rate_limit_error",
+            code="upstream_rate_limited", headers=headers,
+        )  # fmt: skip
     if status is not None and 400 <= status < 500 and status not in (401, 403, 407):
-        return APIError(status, text, code="upstream_rejected")
-    return APIError(502, text, type="upstream_error", code="upstream_error")
+        # the upstream's verdict on the client's own request: its message, without the body
+        reason = short_text(str(exc).removeprefix(f"HTTP {status}: "))
+        return APIError(status, f"upstream rejected the request: {reason}{see}",
+                        code="upstream_rejected", headers=headers)  # fmt: skip
+    shown = f" (HTTP {status})" if status is not None else ""
+    return APIError(502, f"upstream: failed{shown}{see}", type="upstream_error",
+                    code="upstream_error", headers=headers)  # fmt: skip

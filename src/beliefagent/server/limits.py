@@ -1,8 +1,10 @@
 """Admission control: bearer-token auth, request size limit, per-client rate limit.
 
 * :class:`Authenticator` — keys come from an environment variable (several keys separated by
-  commas, one per client). A client is known by a short hash of its key (never the key), which
-  also owns the sessions it opens. Without keys every client is anonymous and known by its IP.
+  commas, one per client). A client is known by a short HMAC-SHA256 of its key under a server
+  secret (never the key, and not a plain hash that a list of candidate keys could be checked
+  against), which also owns the sessions it opens. Without keys every client is anonymous and
+  known by its IP.
 * :func:`read_body` — reads at most ``limit`` bytes; a larger ``Content-Length`` or body is a
   413 before any parsing.
 * :class:`RateLimiter` — a token bucket per client: ``rate`` requests a second on average,
@@ -40,15 +42,18 @@ def keys_from_env(name: str | None) -> list[str]:
     return keys
 
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 class Authenticator:
-    """Bearer-token checks. ``identify(request)`` returns the client id or raises 401."""
+    """Bearer-token checks. ``identify(request)`` returns the client id or raises 401.
 
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = {_digest(k): k for k in keys}
+    ``secret`` keys the HMAC of client ids; ``None`` draws a random one for this process (ids
+    then change on restart; pass the same secret to every process that must agree on them)."""
+
+    def __init__(self, keys: list[str], secret: bytes | None = None) -> None:
+        self._secret = secret if secret else os.urandom(32)
+        self._keys = {self._digest(k): k for k in keys}
+
+    def _digest(self, key: str) -> str:
+        return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()[:16]
 
     @property
     def enabled(self) -> bool:
@@ -70,7 +75,7 @@ class Authenticator:
                 code="missing_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        digest = _digest(token)
+        digest = self._digest(token)
         known = self._keys.get(digest)
         if known is None or not hmac.compare_digest(known, token):
             raise APIError(

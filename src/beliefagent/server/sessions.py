@@ -52,6 +52,7 @@ from beliefagent.errors import (
     InputError,
     OptionError,
     SpecError,
+    short_text,
 )
 from beliefagent.middleware import POLICIES, SelectedOptions, Session, TurnResult
 from beliefagent.server.http_errors import APIError
@@ -248,6 +249,7 @@ class ServerSession:
         self.selected: SelectedOptions | None = None  # the last round's choice from candidates
         self.last_used = time.monotonic()
         self.closed = False
+        self._log: TrajectoryWriter | None = None
 
     def open(
         self,
@@ -258,9 +260,10 @@ class ServerSession:
         fallback: bool,
         resume: Mapping[str, Any] | None = None,
     ) -> None:
-        """Create the middleware session (writes the session_start record), or rebuild it from
-        a checkpoint (``resume``: see :meth:`~beliefagent.middleware.Session.checkpoint`; writes
-        nothing)."""
+        """Create the middleware session, or rebuild it from a checkpoint (``resume``: see
+        :meth:`~beliefagent.middleware.Session.checkpoint`). A new session's log starts with its
+        first round (:meth:`turn`), so that a session whose first round fails leaves nothing
+        behind; a resumed one logs on at once (its session_start is in the log already)."""
         backend: Backend = self.route.backend
         if not fallback:
             # WrapperBackend exposes name/model/adapter as read-only properties, which mypy
@@ -274,17 +277,20 @@ class ServerSession:
         }
         if self.owner.startswith("key:"):
             meta["client"] = self.owner
+        self._log = log
         self.session = Session(
             self.domain,
             backend,
             policy=self.policy,
-            log=log,
+            log=None,
             session_id=self.session_id,
             user_id=user_id,
             settings=settings,
             meta=meta,
             resume=resume,
         )
+        if resume is not None and log is not None:
+            self.session.log = log  # no second session_start for a resumed dialogue
 
     @property
     def round(self) -> int:
@@ -342,6 +348,8 @@ class ServerSession:
             self.selected = self.session.select(candidates, strategy=strategy)
             levels = self.selected.levels
         result = self.session.recommend(levels)
+        if self._log is not None and self.session.log is None:
+            self.session.attach_log(self._log)  # the first round worked: the session exists
         self.pending_round = result.round
         return result
 
@@ -564,10 +572,20 @@ def turn_extension(
         "route": route.name,
         "canary": session.canary,
         "invalid": result.invalid,
-        "errors": list(result.errors),
+        "fallback": result.llm_failed,
+        "errors": [_client_safe(e) for e in result.errors],
         "awaiting_choice": True,
         "selected": selected_payload(session.selected),
     }
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+
+
+def _client_safe(error: str) -> str:
+    """An error of the round as the client sees it: no upstream URL, at most 300 characters
+    (the trajectory log keeps the full text)."""
+    return short_text(_URL.sub("<upstream>", error), 300)
 
 
 def choice_reply(session: ServerSession, record: Turn) -> Mapping[str, Any]:

@@ -5,10 +5,12 @@ other ``/v1/...`` request; a :class:`ModelRoute` is one model name clients may a
 :class:`~beliefagent.adapters.Backend` its belief sessions use. Two upstreams exist:
 
 * :class:`HTTPUpstream` — any OpenAI-compatible URL (OpenAI, vLLM, llama.cpp server). Requests
-  are forwarded byte for byte (the client's ``Authorization`` replaced by the upstream key),
-  responses streamed back as they arrive, SSE included. Upstream failures become OpenAI-style
-  errors (see :mod:`beliefagent.server.http_errors`); upstream 4xx other than 401/403 reach the
-  client unchanged, since they describe the client's request.
+  are forwarded byte for byte, with an allow-list of headers, secret fields of the body
+  removed and the upstream key as ``Authorization`` (see
+  :mod:`beliefagent.server.forwarding`); SSE responses are streamed back event by event, other
+  responses once complete. Upstream failures become short OpenAI-style errors with a request
+  id, the details logged (see :mod:`beliefagent.server.http_errors`); upstream 4xx other than
+  401/403 reach the client unchanged, since they describe the client's request.
 * :class:`LocalUpstream` — the in-process transformers model (the bundled SmolLM2 by default,
   optionally with a LoRA adapter); it serves ``/v1/chat/completions`` only. ``stream: true``
   streams tokens as they are generated when the backend can (``LocalBackend.stream``), else
@@ -28,15 +30,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import httpx
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from beliefagent.adapters.base import Backend, validate_messages
 from beliefagent.adapters.openai_compat import OpenAICompatibleBackend, parse_retry_after
 from beliefagent.adapters.retry import RetryingBackend
-from beliefagent.errors import BackendError, ConfigError
-from beliefagent.server.http_errors import APIError, from_backend_error
+from beliefagent.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    ConfigError,
+)
+from beliefagent.server.forwarding import (
+    forwarded_headers,
+    read_all,
+    relay_sse,
+    without_body_secrets,
+)
+from beliefagent.server.http_errors import APIError, from_backend_error, new_request_id
 from beliefagent.server.openai_format import completion_payload, settings_from_body, sse_events
 
 __all__ = ["Canary", "HTTPUpstream", "LocalUpstream", "ModelRegistry", "ModelRoute", "Upstream"]
@@ -57,7 +69,6 @@ _HOP_BY_HOP = frozenset(
         "host",
     }
 )
-_NOT_FORWARDED = _HOP_BY_HOP | {"authorization", "cookie", "accept-encoding"}
 
 
 class Upstream(Protocol):
@@ -250,7 +261,7 @@ class HTTPUpstream:
         adapter: str | None = None,
         retries: int = 2,
         max_retry_after_s: float = 10.0,
-        http_client: httpx.Client | None = None,
+        http_client: Any = None,  # httpx.Client (openai 1.x, 2.x) or httpx2.Client (3.x)
     ) -> Backend:
         """A backend for belief sessions on ``model`` (``adapter``: a LoRA name the upstream
         serves, sent as the request's model), retrying transient failures ``retries`` times."""
@@ -275,13 +286,13 @@ class HTTPUpstream:
 
     async def chat(self, route: ModelRoute, body: Mapping[str, Any], raw: bytes) -> Response:
         headers = {"content-type": "application/json"}
-        return await self._send("POST", "chat/completions", raw, headers, "")
+        return await self._send("POST", "chat/completions", without_body_secrets(body, raw),
+                                headers, "")  # fmt: skip
 
     async def forward(
         self, method: str, path: str, raw: bytes, headers: Mapping[str, str], query: str
     ) -> Response:
-        kept = {k: v for k, v in headers.items() if k.lower() not in _NOT_FORWARDED}
-        return await self._send(method, path, raw, kept, query)
+        return await self._send(method, path, raw, forwarded_headers(headers), query)
 
     async def _send(
         self, method: str, path: str, raw: bytes, headers: Mapping[str, str], query: str
@@ -291,21 +302,18 @@ class HTTPUpstream:
         if self._api_key:
             out["authorization"] = f"Bearer {self._api_key}"
         request = self._client.build_request(method, url, content=raw or None, headers=out)
+        request_id = new_request_id()
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise APIError(
-                504,
-                f"upstream: no answer from {self.base_url} within {self.timeout_s} s",
-                type="upstream_error",
-                code="upstream_timeout",
+            raise from_backend_error(
+                BackendTimeoutError(f"no answer from {url} within {self.timeout_s} s"),
+                request_id=request_id,
             ) from exc
         except httpx.TransportError as exc:
-            raise APIError(
-                502,
-                f"upstream: cannot reach {self.base_url}: {type(exc).__name__}",
-                type="upstream_error",
-                code="upstream_unavailable",
+            raise from_backend_error(
+                BackendConnectionError(f"cannot reach {url}: {type(exc).__name__}: {exc}"),
+                request_id=request_id,
             ) from exc
         kept = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
         if response.status_code >= 400:
@@ -315,15 +323,24 @@ class HTTPUpstream:
                 data = b""
             finally:
                 await response.aclose()
-            return self._error(response, data, kept)
-        return StreamingResponse(
-            response.aiter_raw(),
-            status_code=response.status_code,
-            headers=kept,
-            background=BackgroundTask(response.aclose),
-        )
+            return self._error(response, data, kept, request_id)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            events = relay_sse(response, request_id=request_id, upstream=self.base_url)
+            return StreamingResponse(events, status_code=response.status_code, headers=kept)
+        try:
+            data = await read_all(response)
+        except httpx.HTTPError as exc:
+            raise from_backend_error(
+                BackendConnectionError(
+                    f"{url} broke off its answer mid-body: {type(exc).__name__}: {exc}"
+                ),
+                request_id=request_id,
+            ) from exc
+        return Response(data, status_code=response.status_code, headers=kept)
 
-    def _error(self, response: httpx.Response, data: bytes, headers: dict[str, str]) -> Response:
+    def _error(
+        self, response: httpx.Response, data: bytes, headers: dict[str, str], request_id: str
+    ) -> Response:
         status = response.status_code
         if status < 500 and status not in (401, 403, 407):
             # the upstream's verdict on the client's own request (or its rate limit): as is
@@ -335,8 +352,7 @@ class HTTPUpstream:
             body=text,
             retry_after=parse_retry_after(response.headers),
         )
-        logger.warning("upstream %s answered %d", self.base_url, status)
-        return from_backend_error(error).response()
+        return from_backend_error(error, request_id=request_id).response()
 
     async def aclose(self) -> None:
         await self._client.aclose()

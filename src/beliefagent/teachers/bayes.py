@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from beliefagent.belief import Belief, ChoiceModel, NoiseFree, argmax_first, predictive
+from beliefagent.belief import (
+    Belief,
+    ChoiceModel,
+    NoiseFree,
+    argmax_first,
+    choice_likelihood,
+)
 from beliefagent.belief.likelihood import TIE_TOL
-from beliefagent.belief.posterior import expected_information_gain, log_normalize
+from beliefagent.belief.posterior import entropy
 from beliefagent.belief.selection import Selection, SelectionConfig, select_subset
 from beliefagent.domains import ChoiceDomain, QuestionnaireDomain
 from beliefagent.errors import ChoiceError, ConfigError
+from beliefagent.teachers.tables import Marginals, domain_tables
 
 __all__ = [
     "BayesianTeacher",
@@ -65,43 +72,22 @@ class BeliefSummary:
     n_contradictions: int = 0
 
 
-class Marginals:
-    """Per-column posterior marginals over the distinct values of ``weights (n_hyp, n_cols)``,
-    precomputed once per hypothesis space: ``post @ onehot`` gives every column's marginal in
-    one product."""
-
-    def __init__(self, weights: FloatArray, names: tuple[str, ...]) -> None:
-        support, inverse = np.unique(weights, return_inverse=True)
-        inverse = inverse.reshape(weights.shape)  # (n_hyp, n_cols)
-        n_hyp, n_cols = weights.shape
-        k = len(support)
-        onehot = np.zeros((n_hyp, n_cols * k))  # (n_hyp, n_cols * n_support)
-        onehot[np.arange(n_hyp)[:, None], np.arange(n_cols) * k + inverse] = 1.0
-        self.names = names
-        self.support: list[float] = support.tolist()
-        self.weights = weights
-        self._onehot = onehot
-
-    def __call__(self, post: FloatArray) -> dict[str, list[float]]:
-        flat = (post @ self._onehot).reshape(len(self.names), len(self.support))
-        return {name: row.tolist() for name, row in zip(self.names, flat, strict=True)}
-
-    def summary(self, belief: Belief) -> BeliefSummary:
-        post = belief.probs
-        mean = post @ self.weights  # (n_cols,)
-        idx = belief.map_index()
-        return BeliefSummary(
-            entropy=belief.entropy(),
-            n_hypotheses=belief.n_hyp,
-            n_alive=belief.n_alive,
-            map_index=idx,
-            map_weights=self.weights[idx].tolist(),
-            mean_weights={n: float(v) for n, v in zip(self.names, mean, strict=True)},
-            marginals=self(post),
-            support=self.support,
-            emptied=belief.emptied,
-            n_contradictions=belief.n_contradictions,
-        )
+def _summary(marginals: Marginals, weights: FloatArray, belief: Belief) -> BeliefSummary:
+    post = belief.probs
+    mean = post @ weights  # (n_cols,)
+    idx = belief.map_index()
+    return BeliefSummary(
+        entropy=float(entropy(post)),
+        n_hypotheses=belief.n_hyp,
+        n_alive=belief.n_alive,
+        map_index=idx,
+        map_weights=weights[idx].tolist(),
+        mean_weights={n: float(v) for n, v in zip(marginals.names, mean, strict=True)},
+        marginals=marginals(post),
+        support=marginals.support,
+        emptied=belief.emptied,
+        n_contradictions=belief.n_contradictions,
+    )
 
 
 class BayesianTeacher:
@@ -111,6 +97,10 @@ class BayesianTeacher:
     ``EpsilonGreedy``/``Softmax`` for real people). ``tie_break`` decides between options whose
     expected rewards tie: ``"first"`` (the paper's scoring convention) or ``"random"`` (seeded by
     ``seed``; use it for teaching data, or every tied round teaches "option 1").
+
+    Memory: the weights and marginal tables are the domain's, shared read-only by every teacher
+    of the domain in the process (:func:`~beliefagent.teachers.tables.domain_tables`); a teacher
+    owns its posterior (``8 * n_hyp`` bytes) and its history (:meth:`state_nbytes`).
     """
 
     def __init__(
@@ -127,10 +117,24 @@ class BayesianTeacher:
         self.likelihood = likelihood or NoiseFree()
         self.tie_break = tie_break
         self._rng = np.random.default_rng(seed)
-        self.weights = domain.hypothesis_weights()  # (n_hyp, n_features)
-        self._marginals = Marginals(self.weights, domain.feature_names)
+        tables = domain_tables(domain, domain.feature_names)
+        self.weights = tables.weights  # (n_hyp, n_features), shared, read-only
+        self._marginals = tables.marginals
         self.belief = Belief(len(self.weights))
         self.history: list[tuple[IntArray, int]] = []
+
+    @staticmethod
+    def session_nbytes(domain: ChoiceDomain, rounds: int | None = None) -> int:
+        """What one teacher of ``domain`` holds of its own after ``rounds`` observations
+        (default: the domain's rounds): the posterior, its random generator and the history
+        (an upper bound; tests/teachers/test_tables.py measures it)."""
+        n_rounds = domain.rounds if rounds is None else rounds
+        per_round = 8 * domain.n_options * domain.n_features + 200  # levels array + tuple
+        return 8 * len(domain.hypothesis_weights()) + 16_000 + n_rounds * per_round
+
+    def state_nbytes(self) -> int:
+        """Bytes of the arrays this teacher owns (the shared tables excluded)."""
+        return int(self.belief.log_post.nbytes) + sum(int(lv.nbytes) for lv, _ in self.history)
 
     def reset(self) -> None:
         self.belief = Belief(len(self.weights))
@@ -151,15 +155,17 @@ class BayesianTeacher:
         lv = self.domain.validate_option_set(option_set)
         x = self.domain.codes(lv)  # (n_opt, n_feat)
         post = self.belief.probs  # (n_hyp,)
-        expected = (post @ self.weights) @ x.T  # (n_opt,)
+        expected = x @ (post @ self.weights)  # (n_opt,)
         probs = self.likelihood.probs(self.weights @ x.T)  # (n_hyp, n_opt)
+        pred = post @ probs  # (n_opt,) the predictive; matmul, not einsum: the hot path
+        gain = float(entropy(pred) - post @ entropy(probs))  # expected information gain
         map_w = self.weights[self.belief.map_index()]
         return Recommendation(
             choice=self._break_tie(expected),
             map_choice=int(argmax_first(x @ map_w)),
             expected_rewards=expected.tolist(),
-            predictive=predictive(post, probs).tolist(),
-            information_gain=float(expected_information_gain(post, probs)),
+            predictive=pred.tolist(),
+            information_gain=gain,
         )
 
     def select(
@@ -192,10 +198,14 @@ class BayesianTeacher:
             )
         self.history.append((lv, int(choice)))
         x = self.domain.codes(lv)  # (n_opt, n_feat)
-        return self.belief.update(self.likelihood.probs(self.weights @ x.T), int(choice))
+        model, weights, c = self.likelihood, self.weights, int(choice)
+        return self.belief.update_blockwise(
+            # (n_opt, block) option-major utilities -> P(choice | h) for the block
+            lambda block: choice_likelihood(model, x @ weights[block].T, c)
+        )
 
     def summary(self) -> BeliefSummary:
-        return self._marginals.summary(self.belief)
+        return _summary(self._marginals, self.weights, self.belief)
 
 
 class QuestionnaireTeacher:
@@ -204,8 +214,9 @@ class QuestionnaireTeacher:
 
     def __init__(self, domain: QuestionnaireDomain) -> None:
         self.domain = domain
-        self.weights = domain.hypothesis_weights()  # (n_hyp, n_traits)
-        self._marginals = Marginals(self.weights, domain.traits)
+        tables = domain_tables(domain, domain.traits)
+        self.weights = tables.weights  # (n_hyp, n_traits), shared, read-only
+        self._marginals = tables.marginals
         self.belief = Belief(len(self.weights))
 
     def reset(self) -> None:
@@ -227,7 +238,7 @@ class QuestionnaireTeacher:
         return self.belief.update(self.domain.answer_probs(item), a - 1)
 
     def summary(self) -> BeliefSummary:
-        return self._marginals.summary(self.belief)
+        return _summary(self._marginals, self.weights, self.belief)
 
 
 def heldout_accuracy_by_round(
@@ -239,7 +250,7 @@ def heldout_accuracy_by_round(
     truth: IntArray,
     likelihood: ChoiceModel | None = None,
     *,
-    max_elements: int = 2_000_000,
+    max_elements: int = 200_000,
     tie_tol: float = TIE_TOL,
 ) -> FloatArray:
     """The paper's protocol for the Bayesian teacher, vectorised over users and hypotheses.
@@ -251,10 +262,21 @@ def heldout_accuracy_by_round(
     ``(R + 1,)`` in [0, 1]. Expected rewards within ``tie_tol`` count as tied (``0`` reproduces a
     plain ``argmax`` that lets float round-off break the round-0 tie). Updates that would empty
     the posterior are skipped, as in :class:`~beliefagent.belief.Belief`. Users are processed in
-    chunks to bound memory.
+    chunks of about ``max_elements`` utilities (``users x options x hypotheses``): the default
+    keeps a chunk's arrays (~1.6 MB of utilities) in a core's cache, which measured twice as fast
+    as one chunk of every user, whose passes are bound by memory bandwidth.
+
+    The posterior is kept in linear space, renormalised after every round: each round's
+    likelihood is computed for the chosen option only (:func:`~beliefagent.belief.
+    choice_likelihood`), so a round costs one matrix product and a few passes over
+    ``(users, hypotheses)``; models with a ``gap_probs`` method (the built-in ones) get the
+    utilities of the other options minus the chosen one's, one row fewer. For the paper's
+    noise-free model this is exact (likelihoods are 0
+    or at least ``1 / n_options``); for noisy models it differs from the log-space
+    :class:`~beliefagent.belief.Belief` only for posterior masses below ~1e-300.
     """
     lik = likelihood or NoiseFree()
-    weights = domain.hypothesis_weights()  # (H, F)
+    weights = domain_tables(domain, domain.feature_names).weights  # (H, F)
     n_users, n_rounds = choices.shape
     if rounds.shape[:2] != (n_users, n_rounds) or truth.shape != (n_users, heldout.shape[0]):
         raise ConfigError(
@@ -263,29 +285,46 @@ def heldout_accuracy_by_round(
             value=(rounds.shape, choices.shape, truth.shape),
         )
     x_held = domain.codes(heldout)  # (S, O, F)
-    h = weights.shape[0]
-    chunk = max(1, max_elements // max(1, h * rounds.shape[2]))
+    held_by_option = np.ascontiguousarray(x_held.transpose(1, 2, 0))  # (O, F, S)
+    h, n_opt, n_feat = weights.shape[0], rounds.shape[2], weights.shape[1]
+    chunk = max(1, max_elements // max(1, h * n_opt))
     correct = np.zeros(n_rounds + 1)
+    gap_probs = getattr(lik, "gap_probs", None)
     for start in range(0, n_users, chunk):
         sl = slice(start, start + chunk)
         x = domain.codes(rounds[sl])  # (u, R, O, F)
         u = x.shape[0]
-        log_post = np.full((u, h), -np.log(h))  # (u, H)
-        means = np.empty((u, n_rounds + 1, weights.shape[1]))  # (u, R+1, F)
-        means[:, 0] = np.exp(log_post) @ weights
+        if callable(gap_probs):  # rows of (other option - chosen option), (u, R, O-1, F)
+            c = choices[sl][..., None]  # (u, R, 1)
+            others = np.arange(n_opt - 1)
+            others = others + (others >= c)  # (u, R, O-1) the options not chosen
+            chosen = np.take_along_axis(x, c[..., None], axis=2)  # (u, R, 1, F)
+            gap_x = np.take_along_axis(x, others[..., None], axis=2) - chosen
+        post = np.full((u, h), 1.0 / h)  # (u, H)
+        means = np.empty((u, n_rounds + 1, n_feat))  # (u, R+1, F)
+        means[:, 0] = post @ weights
         for r in range(n_rounds):
-            utils = np.matmul(x[:, r], weights.T).swapaxes(1, 2)  # (u, H, O), O-major in memory
-            probs = lik.probs(utils)
-            p_choice = np.take_along_axis(probs, choices[sl, r][:, None, None], axis=2)[..., 0]
-            with np.errstate(divide="ignore"):
-                new = log_normalize(log_post + np.log(p_choice))  # (u, H)
-            ok = np.asarray(np.isfinite(new).any(axis=1))  # a contradiction keeps the old posterior
-            log_post = np.where(ok[:, None], new, log_post)
-            means[:, r + 1] = np.exp(log_post) @ weights
-        scores = (means @ x_held.reshape(-1, x_held.shape[-1]).T).reshape(
-            u, n_rounds + 1, *x_held.shape[:2]
-        )  # (u, R+1, S, O)
-        pred = argmax_first(scores, axis=-1, tol=tie_tol)  # (u, R+1, S)
-        hit = np.asarray(pred == truth[sl, None, :], dtype=np.float64)  # (u, R+1, S)
+            if callable(gap_probs):
+                rows = gap_x[:, r].reshape(u * (n_opt - 1), n_feat)
+                new = gap_probs((rows @ weights.T).reshape(u, n_opt - 1, h))  # (u, H)
+            else:
+                utils = (x[:, r].reshape(u * n_opt, n_feat) @ weights.T).reshape(u, n_opt, h)
+                new = choice_likelihood(lik, utils, choices[sl, r])  # (u, H)
+            new *= post
+            total = new.sum(axis=1)  # (u,)
+            ok = total > 0  # a contradiction keeps the old posterior
+            if ok.all():
+                new /= total[:, None]
+                post = new
+            else:
+                post[ok] = new[ok] / total[ok, None]
+            means[:, r + 1] = post @ weights
+        flat = means.reshape(u * (n_rounds + 1), n_feat)  # (u * (R+1), F)
+        scores = [flat @ held_by_option[o] for o in range(n_opt)]  # O x (u * (R+1), S)
+        best = np.maximum.reduce(scores) - tie_tol
+        pred = np.full(scores[0].shape, n_opt - 1, dtype=np.int64)
+        for o in range(n_opt - 2, -1, -1):  # the first option within tie_tol of the best wins
+            pred[scores[o] >= best] = o
+        hit = pred.reshape(u, n_rounds + 1, -1) == truth[sl, None, :]  # (u, R+1, S)
         correct += hit.mean(axis=2).sum(axis=0)
     return correct / n_users

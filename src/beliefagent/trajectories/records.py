@@ -36,13 +36,16 @@ the offending field and value in the message; pydantic's ``ValidationError`` is 
 cause. Attribute assignment is validated too, raises the same errors and leaves the old value in
 place. Parsing stored data with :func:`parse_record` raises
 :class:`~beliefagent.errors.DataError` instead (the store adds the path and line);
-``model_validate`` raises pydantic's ``ValidationError`` as usual. The writer re-validates each
-record just before writing it, so a line it writes always reads back.
+``model_validate`` raises pydantic's ``ValidationError`` as usual. The writer re-validates every
+record that did not come from its validating constructor (copies made with
+``model_copy(update=...)``, ``model_construct``, records read back) just before writing it, so a
+line it writes always reads back; a record built by its constructor is valid already.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
@@ -112,6 +115,9 @@ def _first_input_error(exc: ValidationError) -> InputError:
     return InputError(first["msg"] + more, field=field, value=first.get("input"))
 
 
+_CHECKED: weakref.WeakValueDictionary[int, BaseModel] = weakref.WeakValueDictionary()
+
+
 class _Model(BaseModel):
     """Base of every record model: strict on write, lenient about unknown fields on read."""
 
@@ -124,6 +130,7 @@ class _Model(BaseModel):
                 super().__init__(**data)
             except ValidationError as exc:
                 raise _first_input_error(exc) from exc
+            _CHECKED[id(self)] = self
 
         # Only the error type differs from BaseModel.__init__, so tell pydantic not to route
         # validation (nested models, parse_record) through this __init__: that would drop the
@@ -139,6 +146,14 @@ class _Model(BaseModel):
                 if previous is not _MISSING:
                     self.__dict__[name] = previous
                 raise _first_input_error(exc) from exc
+
+    @property
+    def checked(self) -> bool:
+        """True for a record built through its validating constructor (and changed since only
+        by validated assignment): the writer need not validate it again. Copies
+        (``model_copy(update=...)`` bypasses validation), ``model_construct`` and records read
+        back are not checked."""
+        return _CHECKED.get(id(self)) is self
 
     @model_validator(mode="before")
     @classmethod

@@ -111,31 +111,45 @@ def redact_text(text: str) -> str:
     return _TEXT_RE.sub(_replace, text)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(name: str) -> bool:
     """Whether a mapping key names a secret (``"api_key"``, ``"X-API-Key"``, ``"hf_token"``)."""
     return _SECRET_KEY_RE.fullmatch(name.lower().replace("-", "_")) is not None
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
 
 
 def redact(value: _T) -> _T:
     """Return a copy of ``value`` with secrets scrubbed, recursing into mappings (returned as
     dicts), lists and tuples; strings are scrubbed with :func:`redact_text`; anything else is
     returned unchanged."""
+    kind = type(value)
     result: Any
-    if isinstance(value, str):
-        result = redact_text(value)
+    if kind is str:
+        result = redact_text(cast(str, value))
+    elif kind in _PLAIN:
+        result = value
     elif isinstance(value, Mapping):
-        result = {
-            key: (
-                REDACTED
-                if isinstance(key, str) and item is not None and is_secret_key(key)
-                else redact(item)
-            )
-            for key, item in value.items()
-        }
+        result = {}
+        for key, item in value.items():
+            if item is not None and isinstance(key, str) and is_secret_key(key):
+                result[key] = REDACTED
+            elif type(item) is str:  # inlined: most values are strings or numbers
+                result[key] = redact_text(item)
+            elif type(item) in _PLAIN:
+                result[key] = item
+            else:
+                result[key] = redact(item)
     elif isinstance(value, list):
-        result = [redact(item) for item in value]
+        if all(type(item) in _PLAIN for item in value):
+            result = list(value)
+        else:
+            result = [redact_text(item) if type(item) is str else redact(item) for item in value]
     elif isinstance(value, tuple):
         result = tuple(redact(item) for item in value)
+    elif isinstance(value, str):  # a str subclass
+        result = redact_text(value)
     else:
         result = value
     return cast(_T, result)

@@ -43,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import pydantic_core
 from pydantic import ValidationError
 
 from beliefagent.errors import DataError, InputError
@@ -75,14 +76,25 @@ def _serialise(record: SessionStart | Turn | SessionEnd) -> bytes:
     """One record as one redacted JSON line, newline included. Raises InputError if the record
     does not validate."""
     data = redact(record.model_dump(mode="json"))
+    if not record.checked:
+        try:
+            # What is written must read back: catch records that may have been put into an
+            # invalid state without validation (model_copy(update=...), model_construct). A
+            # record built by its constructor and changed only by (validated) assignment is
+            # valid already; redaction only replaces values with strings in free-form fields.
+            type(record).model_validate(data)
+        except ValidationError as exc:
+            raise _first_input_error(exc) from exc
     try:
-        # What is written must read back: catch records mutated into an invalid state without
-        # validation (e.g. through model_copy(update=...)).
-        type(record).model_validate(data)
-    except ValidationError as exc:
-        raise _first_input_error(exc) from exc
+        # pydantic's Rust serialiser: compact UTF-8 JSON, control characters escaped (so no raw
+        # newline), several times faster than json.dumps on a turn record.
+        line = pydantic_core.to_json(data)
+    except pydantic_core.PydanticSerializationError:
+        line = b""  # e.g. a lone surrogate: the json module's path below handles it
+    if line and b"NaN" not in line and b"Infinity" not in line:
+        return line + b"\n"
+    # json.dumps refuses NaN (allow_nan=False), and escapes every control character.
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    # json.dumps escapes every control character, so ``text`` holds no raw newline.
     try:
         return text.encode("utf-8") + b"\n"
     except UnicodeEncodeError:
