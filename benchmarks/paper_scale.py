@@ -93,6 +93,21 @@ def stage_train(args: argparse.Namespace) -> None:
     print(json.dumps({"arm": args.arm, "target": target, **result.to_dict()}, indent=1))
 
 
+def _sizes(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget as ``comparison_markdown`` prints it (from the recipe; trained dialogues =
+    steps x batch)."""
+    cfg = load_config(args.recipe)
+    return {
+        "train_users": cfg.max_steps * cfg.batch_size or args.dialogues,
+        "eval_users": args.eval_users,
+        "heldout_sets": args.heldout_sets,
+        "lora_r": cfg.lora.r,
+        "steps": cfg.max_steps,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+    }
+
+
 def stage_eval(args: argparse.Namespace) -> None:
     from beliefagent.adapters import LocalBackend
     from beliefagent.eval.harness import run_eval
@@ -109,9 +124,10 @@ def stage_eval(args: argparse.Namespace) -> None:
         a: LocalBackend(adapter_path=out / "adapters" / a, name=a) for a in arms if load(a)
     }
     if args.base and load("local-compact"):
-        # the base model asked both ways: the paper's prose ("local") and the arms' style
+        # the base model in the arms' style (and, with --paper-base, in the paper's prose)
         backends["local-compact"] = LocalBackend(name="local-compact", prompt_style="compact")
-    names = ["bayes", "random", *(["local", "local-compact"] if args.base else []), *arms]
+    base = (["local"] if args.paper_base else []) + ["local-compact"]
+    names = ["bayes", "random", *(base if args.base else []), *arms]
     if args.only:  # a share of the assistants (run two shares side by side, then all: resumes)
         names = [n for n in names if n in args.only]
         backends = {k: v for k, v in backends.items() if k in names}
@@ -152,11 +168,7 @@ def stage_eval(args: argparse.Namespace) -> None:
     summary = {
         "domain": "flight",
         "seed": args.seed,
-        "sizes": {
-            "train_users": args.dialogues,
-            "eval_users": args.eval_users,
-            "heldout_sets": args.heldout_sets,
-        },
+        "sizes": _sizes(args),
         "teacher_accuracy_by_round": run.summary["teacher_accuracy_by_round"],
         "chance": run.summary["chance"],
         "arms": rows,
@@ -180,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-style", choices=["compact", "paper"], default="compact")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-base", dest="base", action="store_false", help="skip the base model")
+    p.add_argument(
+        "--paper-base",
+        action="store_true",
+        help="also the base model in the paper's prose (~2.8x longer prompts than compact)",
+    )
     p.add_argument("--only", nargs="+", help="eval: run only these assistants, no report")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

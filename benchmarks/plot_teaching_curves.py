@@ -58,7 +58,7 @@ def curve_summary(adapter: Path, window: int) -> dict[str, Any]:
     prior = prior_nll(data)
     s = smooth(nll, window)
     return {
-        "name": adapter.name,
+        "name": adapter.parent.name if adapter.name == "adapter" else adapter.name,
         "steps": [c["step"] for c in curve],
         "label_nll": nll,
         "smoothed": s.tolist(),
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.plot(x[: len(r["smoothed"])], r["smoothed"], color=color, label=r["name"])
             ax.axhline(r["prior_nll"], color=color, ls=":", lw=1, label=f"{r['name']}: prior")
         ax.axhline(math.log(3), color="k", ls="--", lw=1, label="uniform (ln 3)")
-        ax.set_xlabel("training dialogues seen (5 answers each)")
+        ax.set_xlabel("training dialogues seen")
         ax.set_ylabel(f"label NLL (moving mean of {args.window} steps)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
