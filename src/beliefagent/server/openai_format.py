@@ -8,13 +8,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from beliefagent.adapters.base import GenerationSettings
 from beliefagent.errors import InputError
 
 __all__ = [
+    "chunk_encoder",
     "chunk_text",
     "completion_payload",
     "settings_from_body",
@@ -39,6 +40,28 @@ def usage_payload(prompt_tokens: int | None, completion_tokens: int | None) -> d
 
 def _ident() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def chunk_encoder(model: str, *, include_usage: bool) -> Callable[..., bytes]:
+    """``event(choices, **fields) -> bytes``: one ``chat.completion.chunk`` SSE event of a
+    stream (one id and creation time for the whole stream; ``usage: null`` on every chunk when
+    the client asked for a usage chunk, as OpenAI does)."""
+    ident, created = _ident(), int(time.time())
+
+    def event(choices: list[dict[str, Any]], **fields: Any) -> bytes:
+        payload: dict[str, Any] = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if include_usage:
+            payload["usage"] = None
+        payload.update(fields)
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    return event
 
 
 def completion_payload(
@@ -80,20 +103,7 @@ def sse_events(
 ) -> Iterator[bytes]:
     """``text`` as ``chat.completion.chunk`` events: a role chunk, one chunk per word, a
     finish chunk carrying ``extra`` as top-level fields, a usage chunk when asked, ``[DONE]``."""
-    ident, created = _ident(), int(time.time())
-
-    def event(choices: list[dict[str, Any]], **fields: Any) -> bytes:
-        payload: dict[str, Any] = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if include_usage:
-            payload["usage"] = None
-        payload.update(fields)
-        return f"data: {json.dumps(payload)}\n\n".encode()
+    event = chunk_encoder(model, include_usage=include_usage)
 
     yield event(
         [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]

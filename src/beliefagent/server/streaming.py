@@ -6,16 +6,12 @@ chunk, usage chunk when asked, ``[DONE]``)."""
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.concurrency import iterate_in_threadpool
 
 from beliefagent.adapters.local_stream import TokenStream
-from beliefagent.server.openai_format import usage_payload
+from beliefagent.server.openai_format import chunk_encoder, usage_payload
 
 __all__ = ["token_events"]
 
@@ -24,20 +20,7 @@ async def token_events(
     model: str, stream: TokenStream, *, include_usage: bool
 ) -> AsyncIterator[bytes]:
     """The SSE body for ``stream``; closing it early (client gone) stops the generation."""
-    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-
-    def event(choices: list[dict[str, Any]], **fields: Any) -> bytes:
-        payload: dict[str, Any] = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        if include_usage:
-            payload["usage"] = None
-        payload.update(fields)
-        return f"data: {json.dumps(payload)}\n\n".encode()
+    event = chunk_encoder(model, include_usage=include_usage)
 
     try:
         yield event(
