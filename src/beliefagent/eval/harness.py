@@ -47,6 +47,7 @@ from beliefagent.eval.assistants import (
     parse_assistant,
 )
 from beliefagent.eval.metrics import summarize
+from beliefagent.eval.records import parse_scale, turn_record
 from beliefagent.eval.tasks import (
     ChoiceFormat,
     ChoiceTask,
@@ -59,15 +60,10 @@ from beliefagent.eval.tasks import (
 )
 from beliefagent.middleware.policies import check_policy, decide
 from beliefagent.trajectories import (
-    Decision,
-    DecisionSource,
-    OptionRecord,
     SessionStart,
     TrajectoryWriter,
-    Turn,
     read_trajectories,
 )
-from beliefagent.trajectories import Message as MessageRecord
 from beliefagent.trajectories.records import EvalResult
 
 __all__ = ["EvalConfig", "EvalRun", "load_results", "prepare_task", "run_eval"]
@@ -367,9 +363,7 @@ def _llm_result(
             d_dist.append(_round_dist(a.distribution) or [])
         prompt = [*history, *queries[-1]]
         history = [*prompt, {"role": "assistant", "content": fmt.answer_text(pick)}]
-        writer.write(
-            _turn_record(spec, task, u, c, session_id, prompt, a, pick, choice, trace, fmt)
-        )
+        writer.write(turn_record(spec, task, u, c, session_id, prompt, a, pick, choice, trace, fmt))
         last = (pick, choice)
     probe = None
     if config.probe and spec.asks_llm and last is not None and isinstance(task, ChoiceTask):
@@ -380,7 +374,7 @@ def _llm_result(
             predictor.backend,
             ["1", "2", "3", "4", "5"],
             "",
-            _parse_scale,
+            parse_scale,
             max_tokens=config.max_tokens,
             timeout_s=config.timeout_s,
         )
@@ -408,55 +402,6 @@ def _llm_result(
         "latency_s": tally.latency_s,
         "extra": {"requests": tally.requests, "backend_errors": n_errors},
     }
-
-
-def _parse_scale(text: str) -> int | None:
-    digits = {int(ch) for ch in text if ch in "12345"}
-    return digits.pop() - 1 if len(digits) == 1 else None
-
-
-def _turn_record(
-    spec: AssistantSpec,
-    task: Task,
-    u: int,
-    r: int,
-    session_id: str,
-    prompt: list[Message],
-    answer: Answer,
-    shown: int | None,
-    choice: int,
-    trace: UserTrace,
-    fmt: ChoiceFormat | QuestionnaireFormat,
-) -> Turn:
-    if isinstance(task, ChoiceTask):
-        levels = task.rounds[u, r]
-        options = [
-            OptionRecord(text=t, features=dict(task.domain.feature_values(levels[i])))
-            for i, t in enumerate(task.domain.render_options(levels))
-        ]
-    else:
-        options = [OptionRecord(text=lb) for lb in fmt.labels]
-    source: DecisionSource = (
-        "none" if shown is None else ("llm" if shown == answer.choice else "bayes")
-    )
-    return Turn(
-        session_id=session_id,
-        user_id=task.user_ids[u],
-        domain=task.domain.name,
-        round=r,
-        options=options,
-        prompt=[MessageRecord(role=m["role"], content=m["content"]) for m in prompt],
-        raw_replies=[answer.text] if answer.text is not None else [],
-        llm_choice=answer.choice,
-        llm_distribution=answer.distribution,
-        bayes_choice=int(trace.dialogue_pred[r]),
-        bayes_distribution=[float(p) for p in trace.dialogue_dist[r]],
-        shown_choice=shown,
-        decision=Decision(policy=spec.policy, source=source),
-        user_choice=choice,
-        errors=[answer.error] if answer.error else [],
-        invalid=answer.choice is None and spec.asks_llm,
-    )
 
 
 # ---------------------------------------------------------------------------------- the run

@@ -17,7 +17,6 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ from beliefagent.domains import ChoiceDomain
 from beliefagent.errors import BackendError, ChoiceError, ConfigError, OptionError
 from beliefagent.middleware.parsing import parse_answer
 from beliefagent.middleware.policies import Decision, check_policy, decide
+from beliefagent.middleware.results import TurnResult, result_from_dict, result_to_dict
 from beliefagent.middleware.selection import CandidatesInput, SelectedOptions, read_candidates
 from beliefagent.prompts import DialoguePrompts
-from beliefagent.teachers import BayesianTeacher, BeliefSummary
+from beliefagent.teachers import BayesianTeacher
 from beliefagent.trajectories import (
     BeliefSnapshot,
     OptionRecord,
@@ -51,34 +51,6 @@ logger = logging.getLogger(__name__)
 REASK = 'Please answer with exactly one option, in the form: "The best option is {item} N."'
 
 OptionsInput = npt.ArrayLike | Sequence[str] | Sequence[Mapping[str, Any]]
-
-
-@dataclass
-class TurnResult:
-    """Everything known about one round once the assistant has answered."""
-
-    round: int
-    options: list[str]
-    shown_choice: int | None
-    decision: Decision
-    llm_choice: int | None = None
-    llm_distribution: list[float] | None = None
-    bayes_choice: int | None = None
-    bayes_distribution: list[float] | None = None
-    information_gain: float | None = None
-    belief: BeliefSummary | None = None
-    raw_replies: list[str] = field(default_factory=list)
-    invalid: bool = False
-    llm_failed: bool = False
-    """the backend call failed (an error, not an unparseable answer): the policy fell back"""
-    errors: list[str] = field(default_factory=list)
-    latency_s: float = 0.0
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-    @property
-    def belief_available(self) -> bool:
-        return self.belief is not None
 
 
 def _distribution(scores: Mapping[str, float] | None, labels: Sequence[str]) -> list[float] | None:
@@ -100,56 +72,6 @@ _NO_DECISION = Decision(None, "none", "")
 
 def _levels_list(levels: npt.NDArray[np.int64] | None) -> list[list[int]] | None:
     return None if levels is None else [[int(v) for v in row] for row in levels]
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars in a flat mapping or list as plain Python (JSON-able) values."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [v.item() if isinstance(v, np.generic) else v for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _belief_dict(b: BeliefSummary) -> dict[str, Any]:
-    return {
-        "entropy": float(b.entropy),
-        "n_hypotheses": int(b.n_hypotheses),
-        "n_alive": int(b.n_alive),
-        "map_index": int(b.map_index),
-        "map_weights": [float(w) for w in b.map_weights],
-        "mean_weights": {str(k): float(v) for k, v in b.mean_weights.items()},
-        "marginals": {str(k): [float(p) for p in v] for k, v in b.marginals.items()},
-        "support": [float(v) for v in b.support],
-        "emptied": bool(b.emptied),
-        "n_contradictions": int(b.n_contradictions),
-    }
-
-
-def result_to_dict(result: TurnResult) -> dict[str, Any]:
-    """A :class:`TurnResult` as JSON-able data (:func:`result_from_dict` reads it back)."""
-    data = {f.name: getattr(result, f.name) for f in fields(TurnResult)}
-    d = result.decision
-    data["decision"] = {"shown": d.shown, "source": d.source, "reason": d.reason}
-    data["belief"] = _belief_dict(result.belief) if result.belief is not None else None
-    for name in ("options", "raw_replies", "errors"):
-        data[name] = list(data[name])
-    plain: dict[str, Any] = _plain(data)  # the other fields are scalars or short lists
-    return plain
-
-
-def result_from_dict(data: Mapping[str, Any]) -> TurnResult:
-    """The :class:`TurnResult` that :func:`result_to_dict` wrote."""
-    fields = dict(data)
-    decision = Decision(**fields.pop("decision"))
-    belief = fields.pop("belief")
-    return TurnResult(
-        decision=decision,
-        belief=BeliefSummary(**belief) if belief is not None else None,
-        **fields,
-    )
 
 
 class Session:
