@@ -21,7 +21,7 @@ from beliefagent.domains import ChoiceDomain
 from beliefagent.errors import InputError, OptionError
 from beliefagent.middleware import SelectedOptions
 
-__all__ = ["check_strategy", "read_candidates_field", "selected_payload"]
+__all__ = ["check_strategy", "option_rows", "read_candidates_field", "selected_payload"]
 
 _PREFIX = "beliefagent."
 
@@ -36,12 +36,13 @@ def check_strategy(value: Any) -> str | None:
     return value
 
 
-def read_candidates_field(domain: ChoiceDomain, candidates: Sequence[Any]) -> npt.NDArray[np.int64]:
-    """Parse the ``candidates`` of a request into levels ``(N, n_features)``; errors name
-    ``beliefagent.candidates[i]`` (and the feature, where one is at fault)."""
+def option_rows(domain: ChoiceDomain, options: Sequence[Any], name: str) -> npt.NDArray[np.int64]:
+    """Each option of a request (a text or a ``{feature: value}`` object) as a row of levels
+    ``(N, n_features)``, not yet validated as a set; errors name ``{name}[i]`` (and the feature,
+    where one is at fault). Shared by ``options`` and ``candidates``."""
     rows = []
-    for i, option in enumerate(candidates):
-        where = f"{_PREFIX}candidates[{i}]"
+    for i, option in enumerate(options):
+        where = f"{name}[{i}]"
         try:
             if isinstance(option, str):
                 rows.append(domain.parse_option(option))
@@ -56,7 +57,13 @@ def read_candidates_field(domain: ChoiceDomain, candidates: Sequence[Any]) -> np
             raise OptionError(
                 exc.reason, field=where + sub if sub.startswith(".") else where, value=exc.value
             ) from exc
-    levels = np.array(rows, dtype=np.int64).reshape(len(rows), domain.n_features)
+    return np.array(rows, dtype=np.int64).reshape(len(rows), domain.n_features)
+
+
+def read_candidates_field(domain: ChoiceDomain, candidates: Sequence[Any]) -> npt.NDArray[np.int64]:
+    """Parse the ``candidates`` of a request into levels ``(N, n_features)``; errors name
+    ``beliefagent.candidates[i]`` (and the feature, where one is at fault)."""
+    levels = option_rows(domain, candidates, f"{_PREFIX}candidates")
     try:
         return domain.validate_candidates(levels)
     except OptionError as exc:

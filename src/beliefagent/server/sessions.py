@@ -56,7 +56,12 @@ from beliefagent.errors import (
 )
 from beliefagent.middleware import POLICIES, SelectedOptions, Session, TurnResult
 from beliefagent.server.http_errors import APIError
-from beliefagent.server.selection import check_strategy, read_candidates_field, selected_payload
+from beliefagent.server.selection import (
+    check_strategy,
+    option_rows,
+    read_candidates_field,
+    selected_payload,
+)
 from beliefagent.server.upstream import ModelRoute
 from beliefagent.trajectories import TrajectoryWriter, Turn
 
@@ -179,23 +184,7 @@ def read_options(domain: ChoiceDomain, options: Sequence[Any]) -> npt.NDArray[np
             field=_field("options"),
             value=len(options),
         )
-    rows = []
-    for i, option in enumerate(options):
-        where = _field(f"options[{i}]")
-        try:
-            if isinstance(option, str):
-                rows.append(domain.parse_option(option))
-            elif isinstance(option, dict):
-                rows.append(domain.option_from_values(option))
-            else:
-                raise OptionError(
-                    "must be an option text or a {feature: value} object", field="", value=option
-                )
-        except OptionError as exc:
-            sub = exc.field.removeprefix("option")
-            field = where + sub if sub.startswith(".") else where
-            raise OptionError(exc.reason, field=field, value=exc.value) from exc
-    levels = np.array(rows, dtype=np.int64)  # (n_options, n_features)
+    levels = option_rows(domain, options, _field("options"))  # (n_options, n_features)
     try:
         return domain.validate_option_set(levels)
     except OptionError as exc:
