@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import option_texts
+from server_helpers import free_port, option_texts, wait_healthy
 
 from beliefagent.adapters import StubServer
 from beliefagent.trajectories import read_trajectories
@@ -21,30 +19,10 @@ from beliefagent.trajectories import read_trajectories
 _RUN = "import typer; from beliefagent.server import serve_command; typer.run(serve_command)"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited early: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("serve did not become healthy")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_closes_sessions_and_flushes_the_log(tmp_path: Path, signum: int) -> None:
     log = tmp_path / "serve.jsonl"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     rounds = option_texts(seed=11, rounds=2)
     with StubServer(lambda _m: "The best option is Flight 3.") as stub:
@@ -54,7 +32,7 @@ def test_signal_closes_sessions_and_flushes_the_log(tmp_path: Path, signum: int)
         env = {**os.environ, "OPENAI_API_KEY": "sk-upstream"}
         proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc, timeout=60)
             for sid in ("a", "b"):
                 for r, options in enumerate(rounds):
                     ext = {"session_id": sid, "options": options, **({"choice": 2} if r else {})}
