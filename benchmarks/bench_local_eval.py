@@ -19,7 +19,13 @@ Each of ``old`` and ``new`` runs the harness end to end (seconds per user includ
 Agreement is counted on identical inputs: the old run's calls (each round's history and
 queries) are replayed through ``new`` and the argmax answers compared; ``agreement_end_to_end``
 compares the two harness runs' answers (there a differing dialogue answer changes the later
-history). ``--profile`` also profiles the new backend on the old run's last call (the last
+history). ``tokens_per_user`` counts the tokens the model must run per user (each round's new
+history turn and every query's stem), and ``forward_tokens_per_s`` is a plain forward pass of the
+new backend's model over one 512-token sequence: their quotient, ``floor_seconds_per_user``, is
+what any exact scoring of these prompts costs at that speed (the bound on the speedup).
+``--compact`` also runs the default backend with the compact prompt style (what an adapter trained
+on compact prompts is evaluated with): ``compact_seconds_per_user``, ``compact_tokens_per_user``
+and ``compact_speedup`` against the float32 paper-style path. ``--profile`` also profiles the new backend on the old run's last call (the last
 round: the longest history) and reports the share of CPU time of its top operators. With --json
 the last line is one JSON object.
 """
@@ -52,6 +58,7 @@ class Recorder:
         self.name = inner.name
         self.model = inner.model
         self.adapter = inner.adapter
+        self.prompt_style = inner.prompt_style  # the harness asks in the backend's style
         self.calls: list[Call] = []
         self.results: list[list[dict[str, float]]] = []
         self.seconds = 0.0
@@ -114,6 +121,41 @@ def profile(backend: LocalBackend, call: Call, top: int = 6) -> list[tuple[str, 
     return [(e.key, round(e.self_cpu_time_total / total, 3)) for e in ranked]
 
 
+def token_counts(backend: LocalBackend, calls: list[Call]) -> int:
+    """Tokens the model must run for ``calls`` with a kept prefix cache: each call's history
+    beyond the previous call's, plus every query's stem (its tokens after the history)."""
+    total, prev = 0, ""
+    for history, queries, _, prefix in calls:
+        text = backend._render(history, add_generation_prompt=False) if history else ""
+        common = len(_common(prev, text))
+        total += len(backend._encode(text[common:])) if text[common:] else 0
+        prev = text
+        for q in queries:
+            full = backend._render(history + q, add_generation_prompt=True) + prefix
+            total += len(backend._encode(full[len(text) :]))
+    return total
+
+
+def _common(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def forward_rate(backend: LocalBackend, length: int = 512, repeats: int = 3) -> float:
+    """Tokens/s of the backend's own forward pass over one sequence, with no cache before it."""
+    import torch
+
+    ids = torch.randint(100, 10_000, (1, length), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        backend._forward(ids, cache=None, keep=1)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            backend._forward(ids, cache=None, keep=1)
+    return length * repeats / (time.perf_counter() - start)
+
+
 def argmax(row: dict[str, float]) -> str:
     return max(row, key=lambda k: row[k])
 
@@ -142,6 +184,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="profile the last round's call")
+    ap.add_argument("--compact", action="store_true", help="also time the compact prompt style")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -188,6 +231,19 @@ def main() -> None:
         "max_abs_logprob_diff_float32_batched": max_diff,
         "agreement_float32_batched": round(exact_agree, 4),
     }
+    tokens = token_counts(new_backend, old.calls) / args.users
+    rate = forward_rate(new_backend)
+    out["tokens_per_user"] = round(tokens)
+    out["forward_tokens_per_s"] = round(rate, 1)
+    out["floor_seconds_per_user"] = round(tokens / rate, 2)
+    out["floor_speedup"] = round(old_s * rate / tokens, 3)
+    if args.compact:
+        compact_backend = LocalBackend(name="local", prompt_style="compact")
+        compact_backend.score_queries([], warm, ["1", "2", "3"])
+        compact, compact_s, _ = harness(compact_backend, args)
+        out["compact_seconds_per_user"] = round(compact_s, 2)
+        out["compact_tokens_per_user"] = round(token_counts(compact_backend, compact.calls) / args.users)
+        out["compact_speedup"] = round(old_s / compact_s, 3) if compact_s > 0 else math.nan
     if args.profile:
         out["profile_last_call"] = profile(new_backend, old.calls[-1])
     if args.json:

@@ -17,6 +17,10 @@ the running training label NLL first fell below ``--threshold`` x ln 3 ("example
 it never did). ``--style`` picks the prompt rendering (``compact`` or ``paper``).
 
     python benchmarks/teaching_ladder.py --rung price --examples 1200 --json
+
+``--init-adapter`` starts from a saved adapter (a curriculum: e.g. the price rung's adapter, then
+price-random). Runs checkpoint every ``--checkpoint-every`` steps under ``--out``; the same command
+again resumes an interrupted run (the data are regenerated from ``--seed``, identically).
 """
 
 from __future__ import annotations
@@ -117,6 +121,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_threads=args.threads,
         eval_base=False,
         seed=args.seed,
+        method=args.method,
+        init_adapter=args.init_adapter,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=2,
+        resume="latest",  # a rerun with the same arguments continues an interrupted run
     )
     config.lora.r = args.rank
     if args.all_modules:
@@ -143,6 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "rank": args.rank,
+        "method": args.method,
+        "init_adapter": args.init_adapter,
         "wall_s": round(time.perf_counter() - t0, 1),
         "examples_per_s": round(res.examples_per_s * rounds, 2),
         "heldout_accuracy": ev.get("accuracy"),
@@ -174,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--all-modules", action="store_true", help="LoRA on all seven projections")
     p.add_argument("--dtype", default="bfloat16", help="auto | float32 | bfloat16 (weights)")
+    p.add_argument("--method", choices=["lora", "full"], default="lora")
+    p.add_argument(
+        "--init-adapter", default=None, help="start from this adapter (a curriculum's stage 2)"
+    )
+    p.add_argument("--checkpoint-every", type=int, default=25, help="steps; 0: never")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.8, help="fraction of ln 3")
     p.add_argument("--seed", type=int, default=0)
