@@ -25,9 +25,9 @@ new backend's model over one 512-token sequence: their quotient, ``floor_seconds
 what any exact scoring of these prompts costs at that speed (the bound on the speedup).
 ``--compact`` also runs the default backend with the compact prompt style (what an adapter trained
 on compact prompts is evaluated with): ``compact_seconds_per_user``, ``compact_tokens_per_user``
-and ``compact_speedup`` against the float32 paper-style path. ``--profile`` also profiles the new backend on the old run's last call (the last
-round: the longest history) and reports the share of CPU time of its top operators. With --json
-the last line is one JSON object.
+and ``compact_speedup`` against the float32 paper-style path. ``--profile`` also profiles the
+new backend on the old run's last call (the last round: the longest history) and reports the
+share of CPU time of its top operators. With --json the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -242,7 +242,8 @@ def main() -> None:
         compact_backend.score_queries([], warm, ["1", "2", "3"])
         compact, compact_s, _ = harness(compact_backend, args)
         out["compact_seconds_per_user"] = round(compact_s, 2)
-        out["compact_tokens_per_user"] = round(token_counts(compact_backend, compact.calls) / args.users)
+        compact_tokens = token_counts(compact_backend, compact.calls) / args.users
+        out["compact_tokens_per_user"] = round(compact_tokens)
         out["compact_speedup"] = round(old_s / compact_s, 3) if compact_s > 0 else math.nan
     if args.profile:
         out["profile_last_call"] = profile(new_backend, old.calls[-1])
