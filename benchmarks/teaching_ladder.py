@@ -12,9 +12,11 @@ Rungs (each trains a fresh adapter with the same recipe and evaluates on held-ou
     random4    the real task: a random user from the 624, Bayesian-teacher targets, 5 rounds
 
 For each rung it prints the held-out accuracy (against the user's choice), agreement with the
-targets, the label NLL against ln 3 (uniform) and the number of training examples seen when
-the running training label NLL first fell below ``--threshold`` x ln 3 ("examples needed"; None if
-it never did). ``--style`` picks the prompt rendering (``compact`` or ``paper``).
+targets, the evidence-free ceiling by round (the best accuracy of one fixed rule that ignores
+the dialogue; ``--ceiling-only`` prints just that), the label NLL against ln 3 (uniform) and
+the number of training examples seen when the running training label NLL first fell below
+``--threshold`` x ln 3 ("examples needed"; None if it never did). ``--style`` picks the prompt
+rendering (``compact`` or ``paper``).
 
     python benchmarks/teaching_ladder.py --rung price --examples 1200 --json
 
@@ -84,6 +86,21 @@ def write_set(path: Path, domain: ChoiceDomain, sessions: list[Any], target: str
     return len(examples)
 
 
+def evidence_free_ceiling(domain: ChoiceDomain, sessions: list[Any]) -> list[float]:
+    """Held-out accuracy by round (%) of the best rule that ignores the dialogue: the one user
+    weight vector of the domain's hypotheses that, applied to every dialogue alike, matches the
+    users' choices best. A model above it at rounds 2+ uses the evidence."""
+    weights = domain.hypothesis_weights()  # (H, F)
+    sets = np.stack([s[2] for s in sessions])  # (N, R, O, F)
+    choices = np.array([s[3] for s in sessions])  # (N, R)
+    rewards = np.einsum("nrof,hf->hnro", domain.codes(sets), weights)  # (H, N, R, O)
+    # ties go to the first option, as make_sessions breaks them for the users
+    picks = (rewards >= rewards.max(-1, keepdims=True) - 1e-9).argmax(-1)  # (H, N, R)
+    hits = picks == choices[None]
+    best = int(hits.mean(axis=(1, 2)).argmax())
+    return [round(100 * float(v), 1) for v in hits[best].mean(axis=0)]
+
+
 def examples_needed(curve: list[dict[str, float]], batch: int, threshold: float) -> int | None:
     """Examples seen when a 5-step running mean of the label NLL first fell below the mark."""
     vals = [c["label_nll"] for c in curve]
@@ -104,6 +121,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n_train = args.examples // rounds  # examples = supervised answers
     train = make_sessions(domain, args.rung, n_train, rng, rounds, 0)
     held = make_sessions(domain, args.rung, args.eval_dialogues, rng, rounds, 10**6)
+    ceiling = evidence_free_ceiling(domain, held)
+    if args.ceiling_only:
+        return {"rung": args.rung, "evidence_free_ceiling_by_round": ceiling}
     write_set(out / "train.jsonl", domain, train, target, args.style)
     write_set(out / "eval.jsonl", domain, held, target, args.style)
     steps = math.ceil(n_train / args.batch_size)
@@ -158,6 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "examples_per_s": round(res.examples_per_s * rounds, 2),
         "heldout_accuracy": ev.get("accuracy"),
         "heldout_accuracy_by_round": ev.get("accuracy_by_round"),
+        "evidence_free_ceiling_by_round": ceiling,
         "agreement": ev.get("agreement"),
         "target_accuracy": ev.get("target_accuracy"),
         "position_shares": ev.get("position_shares"),
@@ -194,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.8, help="fraction of ln 3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--ceiling-only",
+        action="store_true",
+        help="print the held-out evidence-free ceiling by round and stop (no training)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     return p
