@@ -3,16 +3,19 @@ recipe's precision and in float32.
 
     python benchmarks/bench_finetune.py [--json] [--steps 4] [--recipe finetune/cpu_quick.toml]
         [--dialogues 8] [--rounds 5] [--domain flight-2] [--threads 2] [--no-float32]
-        [--also-bfloat16]
+        [--also-bfloat16] [--matmul-only]
 
 Builds a small teaching set with the exporter (simulated noise-free users, Bayesian soft
 targets), runs ``--steps`` optimizer steps of the recipe on it (no evaluation), then the same
 steps with ``dtype = "float32"``, and prints training dialogues (and answer turns, and tokens)
 per second of each, ``bf16_speedup`` (recipe tokens/s over float32 tokens/s; 1.0 when the
 recipe's dtype resolves to float32, e.g. ``auto`` on a CPU without bf16) and the process's peak
-RSS; ``--also-bfloat16`` adds a run with bf16 base weights. The first step of each run is a
-warm-up (oneDNN kernel set-up) whose tokens are not timed. With --json the last line is one JSON
-object; its top-level throughput keys describe the recipe's run.
+RSS; ``--also-bfloat16`` adds a run with bf16 base weights. Every run also reports
+``native_bf16`` (the CPU flags) and a seconds-long probe of one projection in bf16 against
+float32 (``bf16_matmul_speedup``, ``bf16_input_grad_speedup``); ``--matmul-only`` runs just
+that. The first step of each run is a warm-up (oneDNN kernel set-up) whose tokens are not
+timed. With --json the last line is one JSON object; its top-level throughput keys describe the
+recipe's run.
 """
 
 from __future__ import annotations
@@ -46,6 +49,47 @@ def make_teaching_set(path: Path, domain_name: str, n: int, rounds: int, seed: i
     path.write_text("".join(json.dumps(e.to_chat()) + "\n" for e in examples))
 
 
+def matmul_probe(threads: int, seconds: float = 1.0, tokens: int = 2400) -> dict[str, Any]:
+    """Time one of the model's projections (``tokens`` x 576 -> 1536, SmolLM2-135M's MLP)
+    forward and its input-gradient product (the backward pass's), in float32 and in bf16.
+
+    Where the CPU has no native bf16, PyTorch runs bf16 products through a slow fallback; the
+    ratios (float32 time / bf16 time; > 1 = bf16 faster) show it in seconds, before a training
+    run would."""
+    import torch
+
+    from beliefagent.adapters.models import cpu_has_native_bf16
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(tokens, 576, generator=gen), torch.randn(1536, 576, generator=gen)
+    g = torch.randn(tokens, 1536, generator=gen)
+
+    def per_call(fn: Any) -> float:
+        fn()  # warm-up (kernel selection)
+        t0, n = time.perf_counter(), 0
+        while n == 0 or time.perf_counter() - t0 < seconds:
+            fn()
+            n += 1
+        return (time.perf_counter() - t0) / n
+
+    ms: dict[str, dict[str, float]] = {}
+    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a, b, gg = x.to(dt), w.to(dt), g.to(dt)
+        ms[name] = {
+            "forward_ms": 1e3 * per_call(lambda a=a, b=b: torch.nn.functional.linear(a, b)),
+            "input_grad_ms": 1e3 * per_call(lambda gg=gg, b=b: gg @ b),
+        }
+    return {
+        "native_bf16": cpu_has_native_bf16(),
+        "matmul_ms": {k: {n: round(t, 2) for n, t in v.items()} for k, v in ms.items()},
+        "bf16_matmul_speedup": round(ms["float32"]["forward_ms"] / ms["bfloat16"]["forward_ms"], 3),
+        "bf16_input_grad_speedup": round(
+            ms["float32"]["input_grad_ms"] / ms["bfloat16"]["input_grad_ms"], 3
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="finetune/cpu_quick.toml")
@@ -60,8 +104,19 @@ def main() -> None:
         action="store_true",
         help='also run dtype = "bfloat16" (bf16 base weights) and report its tokens/s',
     )
+    ap.add_argument(
+        "--matmul-only",
+        action="store_true",
+        help="only the bf16-vs-float32 projection probe (seconds; no training runs)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    probe = matmul_probe(args.threads)
+    if args.matmul_only:
+        print(
+            json.dumps(probe) if args.json else "\n".join(f"{k:>24}: {v}" for k, v in probe.items())
+        )
+        return
 
     from beliefagent.finetune import finetune, load_config
 
@@ -105,6 +160,7 @@ def main() -> None:
         "dtype_resolved": result.precision["compute"],
         "precision": result.precision,
         "tokens_per_s": round(result.tokens_per_s, 1),
+        **probe,
     }
     if "float32" in runs:
         fp32 = runs["float32"]["result"]

@@ -180,3 +180,26 @@ def test_auto_on_a_gpu_asks_cuda():
     )
     # the CPU flags do not matter for a CUDA device
     assert models.resolve_dtype("auto", "cuda", cpuinfo=CPU_WITH_BF16) == expected
+
+
+def test_bf16_on_a_cpu_without_it_warns():
+    with pytest.warns(RuntimeWarning, match="without native bf16"):
+        assert models.warn_if_emulated_bf16("bfloat16", "cpu", cpuinfo=CPU_WITHOUT)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "cpuinfo"),
+    [
+        ("bfloat16", "cpu", CPU_WITH_BF16),
+        ("bfloat16", "cpu", CPU_WITH_AMX),
+        ("bfloat16", "cuda", CPU_WITHOUT),  # a GPU's bf16 does not depend on the CPU
+        ("auto", "cpu", CPU_WITHOUT),  # auto resolves to float32 there
+        ("float32", "cpu", CPU_WITHOUT),
+    ],
+)
+def test_bf16_where_it_is_native_does_not_warn(dtype, device, cpuinfo):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not models.warn_if_emulated_bf16(dtype, device, cpuinfo=cpuinfo)

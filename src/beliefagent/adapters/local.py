@@ -48,6 +48,7 @@ from beliefagent.adapters.models import (
     adapter_prompt_style,
     load_model,
     resolve_dtype,
+    warn_if_emulated_bf16,
 )
 from beliefagent.errors import ConfigError, InputError
 
@@ -96,6 +97,7 @@ class LocalBackend:
         prompt_style: str | None = None,
     ) -> None:
         resolved = resolve_dtype(dtype, device)
+        warn_if_emulated_bf16(dtype, device)
         lm, tokenizer = load_model(model_path, adapter_path, device=device, dtype=resolved)
         self._setup(
             lm,

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,11 @@ __all__ = [
     "adapter_prompt_style",
     "bundled_gguf_path",
     "cache_root",
+    "cpu_has_native_bf16",
     "default_model_dir",
     "load_model",
     "resolve_dtype",
+    "warn_if_emulated_bf16",
 ]
 
 logger = logging.getLogger(__name__)
@@ -197,6 +200,12 @@ def resolve_dtype(
         torch, _ = _import_local_stack()
         supported = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         return "bfloat16" if supported else "float32"
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 natively: one of :data:`BF16_CPU_FLAGS` among the flags of
+    ``cpuinfo`` (the text of ``/proc/cpuinfo``, read when None; False without that file)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
@@ -208,7 +217,27 @@ def resolve_dtype(
         if line.split(":", 1)[0].strip() == "flags"
         for flag in line.split(":", 1)[-1].split()
     }
-    return "bfloat16" if flags.intersection(BF16_CPU_FLAGS) else "float32"
+    return bool(flags.intersection(BF16_CPU_FLAGS))
+
+
+def warn_if_emulated_bf16(dtype: str, device: str = "cpu", *, cpuinfo: str | None = None) -> bool:
+    """Warn (and return True) when ``dtype`` asks for bfloat16 on a CPU without native bf16.
+
+    There PyTorch runs bf16 matrix products through a slow single-threaded fallback. Measured on
+    an AVX2-only CPU (``benchmarks/bench_finetune.py --matmul-only``): one of the model's
+    projections 7x slower than in float32, its backward input gradient 34x slower; a LoRA step of
+    ``cpu_paper.toml`` with bf16 weights had not finished after 5 minutes where float32 took 16 s.
+    ``dtype = "auto"`` picks float32 on such a CPU."""
+    if dtype != "bfloat16" or str(device).startswith("cuda") or cpu_has_native_bf16(cpuinfo):
+        return False
+    warnings.warn(
+        "dtype = 'bfloat16' on a CPU without native bf16 (none of "
+        f"{', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo): bf16 matrix products fall back to a "
+        "slow scalar path here, many times slower than float32; use dtype = 'auto' or 'float32'",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def load_model(

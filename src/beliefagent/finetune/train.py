@@ -38,7 +38,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from beliefagent.adapters.models import resolve_dtype
+from beliefagent.adapters.models import resolve_dtype, warn_if_emulated_bf16
 from beliefagent.errors import ConfigError
 from beliefagent.finetune.artifacts import (
     RECIPE_FILE,
@@ -101,6 +101,7 @@ def training_precision(dtype: str, device: str, *, cpuinfo: str | None = None) -
     :func:`~beliefagent.adapters.models.resolve_dtype` finds native bf16, else float32;
     ``bfloat16`` -> bf16 weights and autocast; ``float32`` -> float32 throughout."""
     compute = resolve_dtype(dtype, device, cpuinfo=cpuinfo)
+    warn_if_emulated_bf16(dtype, device, cpuinfo=cpuinfo)
     weights = "bfloat16" if dtype == "bfloat16" else "float32"
     return Precision(requested=dtype, compute=compute, weights=weights)
 
