@@ -205,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constant-lr", action="store_true")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--all-modules", action="store_true", help="LoRA on all seven projections")
-    p.add_argument("--dtype", default="bfloat16", help="auto | float32 | bfloat16 (weights)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 autocast where the CPU has native bf16, else float32), float32, bfloat16",
+    )
     p.add_argument("--method", choices=["lora", "full"], default="lora")
     p.add_argument(
         "--init-adapter", default=None, help="start from this adapter (a curriculum's stage 2)"

@@ -34,7 +34,7 @@ def test_price_control_learns_the_cheapest_flight(tmp_path) -> None:
             "--batch-size", "16",
             "--lr", "2e-3",
             "--all-modules",
-            "--dtype", "bfloat16",
+            "--dtype", "auto",
             "--seed", "0",
             "--out", str(tmp_path / "price"),
             "--quiet",
