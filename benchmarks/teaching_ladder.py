@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         resume="latest",  # a rerun with the same arguments continues an interrupted run
     )
     config.lora.r = args.rank
+    config.lora.alpha = args.alpha or 2 * args.rank
     if args.all_modules:
         config.lora.target_modules = [
             "q_proj",
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "rank": args.rank,
+        "alpha": config.lora.alpha,
         "method": args.method,
         "init_adapter": args.init_adapter,
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--constant-lr", action="store_true")
     p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=int, default=0, help="LoRA alpha (0: 2 x rank, i.e. 32 at r16)")
     p.add_argument("--all-modules", action="store_true", help="LoRA on all seven projections")
     p.add_argument(
         "--dtype",

@@ -224,8 +224,8 @@ def warn_if_emulated_bf16(dtype: str, device: str = "cpu", *, cpuinfo: str | Non
     """Warn (and return True) when ``dtype`` asks for bfloat16 on a CPU without native bf16.
 
     There PyTorch runs bf16 matrix products through a slow single-threaded fallback. Measured on
-    an AVX2-only CPU (``benchmarks/bench_finetune.py --matmul-only``): one of the model's
-    projections 7x slower than in float32, its backward input gradient 34x slower; a LoRA step of
+    an AVX2-only CPU (``benchmarks/bench_finetune.py --matmul-only``, 2 threads): one of the
+    model's projections 10x slower than in float32, its backward input gradient 59x; a LoRA step of
     ``cpu_paper.toml`` with bf16 weights had not finished after 5 minutes where float32 took 16 s.
     ``dtype = "auto"`` picks float32 on such a CPU."""
     if dtype != "bfloat16" or str(device).startswith("cuda") or cpu_has_native_bf16(cpuinfo):
