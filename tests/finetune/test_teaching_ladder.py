@@ -3,31 +3,18 @@ rule that ignores the dialogue, the line a model must cross to show it uses the 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-LADDER = Path(__file__).resolve().parents[2] / "benchmarks" / "teaching_ladder.py"
 
-
-def _ladder():
-    spec = importlib.util.spec_from_file_location("teaching_ladder", LADDER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_fixed_user_is_matched_by_a_fixed_rule() -> None:
-    ladder = _ladder()
+def test_a_fixed_user_is_matched_by_a_fixed_rule(benchmark_script) -> None:
+    ladder = benchmark_script("teaching_ladder")
     domain = ladder.rung_domain("price")
     held = ladder.make_sessions(domain, "price", 50, np.random.default_rng(0), 3, 0)
     assert ladder.evidence_free_ceiling(domain, held) == [100.0, 100.0, 100.0]
 
 
-def test_random_users_cap_a_fixed_rule_near_half() -> None:
-    ladder = _ladder()
+def test_random_users_cap_a_fixed_rule_near_half(benchmark_script) -> None:
+    ladder = benchmark_script("teaching_ladder")
     domain = ladder.rung_domain("price-random")
     held = ladder.make_sessions(domain, "price-random", 400, np.random.default_rng(1), 3, 0)
     ceiling = ladder.evidence_free_ceiling(domain, held)
@@ -39,8 +26,8 @@ def test_random_users_cap_a_fixed_rule_near_half() -> None:
     assert all(c <= max(cheapest, 1 - cheapest) * 100 + 1.0 for c in ceiling)
 
 
-def test_ceiling_only_stops_before_training(tmp_path) -> None:
-    ladder = _ladder()
+def test_ceiling_only_stops_before_training(tmp_path, benchmark_script) -> None:
+    ladder = benchmark_script("teaching_ladder")
     args = ladder.build_parser().parse_args(
         ["--rung", "price-random", "--examples", "30", "--ceiling-only", "--out", str(tmp_path)]
     )
