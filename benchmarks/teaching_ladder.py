@@ -16,7 +16,7 @@ targets, the evidence-free ceiling by round (the best accuracy of one fixed rule
 the dialogue; ``--ceiling-only`` prints just that), the label NLL against ln 3 (uniform) and
 the number of training examples seen when the running training label NLL first fell below
 ``--threshold`` x ln 3 ("examples needed"; None if it never did). ``--style`` picks the prompt
-rendering (``compact`` or ``paper``).
+rendering (``compact``, ``compact-echo`` or ``paper``).
 
     python benchmarks/teaching_ladder.py --rung price --examples 1200 --json
 
@@ -41,7 +41,7 @@ import numpy as np
 from beliefagent.domains import ChoiceDomain, load_domain
 from beliefagent.export import build_examples
 from beliefagent.finetune import FinetuneConfig, finetune
-from beliefagent.prompts import DialoguePrompts
+from beliefagent.prompts import PROMPT_STYLES, DialoguePrompts
 
 RUNGS = {
     "price": (["price"], 1),
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rung", choices=list(RUNGS), default="price")
-    p.add_argument("--style", choices=["compact", "paper"], default="compact")
+    p.add_argument("--style", choices=list(PROMPT_STYLES), default="compact")
     p.add_argument("--examples", type=int, default=1200, help="supervised answers to train on")
     p.add_argument("--rounds", type=int, default=0, help="rounds per dialogue (0: the rung's)")
     p.add_argument("--eval-dialogues", type=int, default=100)

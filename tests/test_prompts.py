@@ -129,3 +129,40 @@ def test_eval_format_in_compact_style() -> None:
     assert fmt.answer_prefix == "" and fmt.answer_text(0) == "1"
     assert fmt.user_message((0, 1), SET).startswith("No, 2.\n1: 0 0 0 0")
     assert fmt.parse("3") == 2
+
+
+SET2 = np.array([[5, 5, 2, 5], [1, 2, 0, 9], [9, 0, 1, 0]])
+
+
+def test_echo_style_restates_the_chosen_option() -> None:
+    p = DialoguePrompts.for_domain(FLIGHT, "compact-echo")
+    assert p.echo and p.style == "compact-echo" and check_prompt_style("compact-echo")
+    first, second = p.render_options(FLIGHT, SET), p.render_options(FLIGHT, SET2)
+    msgs = build_dialogue(p, [first, second, first], answers=[1, 2, 0], choices=[2, 2, 0])
+    assert msgs[0]["content"] == DialoguePrompts.for_domain(FLIGHT, "compact").first_message(first)
+    assert msgs[2]["content"] == "No, 3: 3 7 10 4.\n" + "\n".join(second)
+    assert msgs[4]["content"].startswith("Yes, 3: 9 0 5 0.\n1: 0 0 0 0")
+    assert p.feedback(None, 1, first) == "I prefer 2: 10 5 5 10."
+    # without the last round's lines (or in another style) the feedback is compact's
+    assert p.feedback(1, 2) == "No, 3."
+    assert DialoguePrompts.for_domain(FLIGHT, "compact").feedback(1, 2, first) == "No, 3."
+    with pytest.raises(ValueError, match="not an option"):
+        p.feedback(0, 5, first)
+
+
+def test_echo_style_is_the_same_in_session_eval_and_export() -> None:
+    """What a model is trained on (export), asked in the middleware and scored on in the
+    evaluation harness must be one text."""
+    p = DialoguePrompts.for_domain(FLIGHT, "compact-echo")
+    texts = [p.render_options(FLIGHT, SET), p.render_options(FLIGHT, SET2)]
+    exported = build_dialogue(p, texts, answers=[1, 0], choices=[2, 0])
+    backend = ScriptedBackend.from_replies(["2", "1"])
+    backend.prompt_style = "compact-echo"
+    s = Session(FLIGHT, backend, policy="llm")
+    s.recommend(SET)
+    s.observe(2)
+    s.recommend(SET2)
+    assert backend.calls[1][0][2]["content"] == exported[2]["content"]
+    fmt = ChoiceFormat(FLIGHT, "compact-echo")
+    assert fmt.user_message((1, 2), SET2, previous=SET) == exported[2]["content"]
+    assert fmt.probe_messages((1, 2), previous=SET)[0]["content"].startswith("No, 3: 3 7 10 4.")

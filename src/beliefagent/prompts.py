@@ -23,6 +23,10 @@ Two **prompt styles** exist (:data:`PROMPT_STYLES`):
     user:      No, 3.\n1: ...
     assistant: 3
 
+- ``"compact-echo"`` is ``"compact"`` whose feedback restates the chosen option's line
+  (``No, 3: 10 2 10 1.``), so the evidence of a round sits next to the next question instead of
+  one lookup away (the option that the label names, a turn back).
+
 A model trained on one style must be asked in that style: the style is recorded in a tuned
 adapter's metadata (see :mod:`beliefagent.adapters.models`) and picked up from there.
 """
@@ -48,7 +52,7 @@ __all__ = [
 
 Message = dict[str, str]
 
-PROMPT_STYLES = ("paper", "compact")
+PROMPT_STYLES = ("paper", "compact", "compact-echo")
 """The dialogue renderings a model can be trained and asked in."""
 
 
@@ -71,10 +75,12 @@ class DialoguePrompts:
     incorrect: str = "Your option {item} {label} is incorrect. I prefer {item} {choice}."
     answer_prefix: str = "The best option is {item} "
     style: str = "paper"
+    echo: bool = False
+    """restate the chosen option's line in the feedback (``"compact-echo"``)"""
 
     @classmethod
     def for_domain(cls, domain: ChoiceDomain, style: str = "paper") -> DialoguePrompts:
-        if check_prompt_style(style) == "compact":
+        if check_prompt_style(style) in ("compact", "compact-echo"):
             word = domain.item.lower()
             labels = ", ".join(f.label for f in domain.features)
             return cls(
@@ -86,7 +92,8 @@ class DialoguePrompts:
                 correct="Yes, {label}.",
                 incorrect="No, {choice}.",
                 answer_prefix="",
-                style="compact",
+                style=style,
+                echo=style == "compact-echo",
             )
         return cls(
             item=domain.item, intro=domain.spec.prompts.intro, question=domain.spec.prompts.question
@@ -95,7 +102,7 @@ class DialoguePrompts:
     def render_options(self, domain: ChoiceDomain, option_set: npt.ArrayLike) -> list[str]:
         """The option lines of one round in this style: the domain's own text (``"paper"``), or
         ``"1: 3 7 5 10"``, each feature's [0, 1] code times 10, rounded (``"compact"``)."""
-        if self.style != "compact":
+        if self.style == "paper":
             return domain.render_options(option_set)
         codes = np.rint(10 * domain.codes(domain.validate_option_set(option_set)))  # (O, F)
         return [
@@ -112,24 +119,40 @@ class DialoguePrompts:
         sep = "\n\n" if self.question else "\n"
         return self._with_hint(f"{self.intro}{sep}{self.options_block(option_texts)}", hint)
 
-    def feedback(self, shown: int | None, choice: int) -> str:
+    def feedback(
+        self, shown: int | None, choice: int, previous: Sequence[str] | None = None
+    ) -> str:
         """What the user says after seeing answer ``shown`` (0-based) and choosing ``choice``.
-        With no valid answer shown, the user just names their preference."""
+        With no valid answer shown, the user just names their preference. ``previous`` are the
+        option lines of that round: an echo style restates the chosen one (``No, 3: 10 2 1.``)."""
         if shown is None:
-            if self.style == "compact":
-                return f"I prefer {choice + 1}."
-            return f"I prefer {self.item} {choice + 1}."
-        if shown == choice:
-            return self.correct.format(item=self.item, label=shown + 1)
-        return self.incorrect.format(item=self.item, label=shown + 1, choice=choice + 1)
+            if self.style != "paper":
+                text = f"I prefer {choice + 1}."
+            else:
+                text = f"I prefer {self.item} {choice + 1}."
+        elif shown == choice:
+            text = self.correct.format(item=self.item, label=shown + 1)
+        else:
+            text = self.incorrect.format(item=self.item, label=shown + 1, choice=choice + 1)
+        if self.echo and previous is not None:
+            if not 0 <= choice < len(previous):
+                raise ValueError(f"choice {choice} is not an option of the previous round")
+            text = f"{text[:-1]}: {previous[choice].split(': ', 1)[-1]}."
+        return text
 
     def next_message(
-        self, shown: int | None, choice: int, option_texts: Sequence[str], hint: str | None = None
+        self,
+        shown: int | None,
+        choice: int,
+        option_texts: Sequence[str],
+        hint: str | None = None,
+        previous: Sequence[str] | None = None,
     ) -> str:
+        """The feedback on the last round then the next question; ``previous`` = the last
+        round's option lines (needed by an echo style, ignored by the others)."""
         sep = "\n\n" if self.question else "\n"
-        return self._with_hint(
-            f"{self.feedback(shown, choice)}{sep}{self.options_block(option_texts)}", hint
-        )
+        feedback = self.feedback(shown, choice, previous)
+        return self._with_hint(f"{feedback}{sep}{self.options_block(option_texts)}", hint)
 
     def answer_text(self, index: int) -> str:
         return self.answer.format(item=self.item, label=index + 1)
@@ -161,7 +184,9 @@ def build_dialogue(
         if r == 0:
             content = prompts.first_message(texts)
         else:
-            content = prompts.next_message(answers[r - 1], choices[r - 1], texts)
+            content = prompts.next_message(
+                answers[r - 1], choices[r - 1], texts, previous=option_texts[r - 1]
+            )
         messages.append({"role": "user", "content": content})
         if r < len(answers):
             a = answers[r]

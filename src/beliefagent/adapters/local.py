@@ -51,6 +51,7 @@ from beliefagent.adapters.models import (
     warn_if_emulated_bf16,
 )
 from beliefagent.errors import ConfigError, InputError
+from beliefagent.prompts import check_prompt_style
 
 if TYPE_CHECKING:
     import os
@@ -78,8 +79,8 @@ class LocalBackend:
         prefix_cache: keep the last shared prefix's KV cache for the next call (see the module
             docstring; it holds one prompt's cache in memory).
         prompt_style: the dialogue rendering sessions and the eval harness use with this model
-            (``"paper"`` or ``"compact"``); default: the style a tuned adapter records, else
-            ``"paper"``.
+            (one of :data:`beliefagent.prompts.PROMPT_STYLES`); default: the style a tuned
+            adapter records, else ``"paper"``.
 
     Use :meth:`from_loaded` to wrap a model and tokenizer already in memory. Calls are
     serialised with a lock, so one backend may be shared between threads.
@@ -108,11 +109,7 @@ class LocalBackend:
             prefix_cache=prefix_cache,
         )
         if prompt_style is not None:
-            if prompt_style not in ("paper", "compact"):
-                raise ConfigError(
-                    "must be 'paper' or 'compact'", field="prompt_style", value=prompt_style
-                )
-            self.prompt_style = prompt_style
+            self.prompt_style = check_prompt_style(prompt_style)
 
     @classmethod
     def from_loaded(

@@ -309,6 +309,7 @@ def _llm_result(
     tally = TokenTally()
     history: list[Message] = []
     last: tuple[int | None, int] | None = None
+    last_query: Any = None  # the query ``last`` answered
     held_pred: list[list[int | None]] = []
     held_dist: list[list[list[float]]] = []
     has_dist = True
@@ -318,7 +319,7 @@ def _llm_result(
     n_queries = n_invalid = n_errors = 0
 
     def message(query: Any, dist: np.ndarray | None, choice: int) -> list[Message]:
-        text = fmt.user_message(last, query)
+        text = fmt.user_message(last, query, last_query)
         if spec.policy == "hint" and dist is not None:
             text = f"{text}\n\n{fmt.hint(dist, choice)}"
         return [{"role": "user", "content": text}]
@@ -364,7 +365,7 @@ def _llm_result(
         prompt = [*history, *queries[-1]]
         history = [*prompt, {"role": "assistant", "content": fmt.answer_text(pick)}]
         writer.write(turn_record(spec, task, u, c, session_id, prompt, a, pick, choice, trace, fmt))
-        last = (pick, choice)
+        last, last_query = (pick, choice), round_q[c]
     probe = None
     if config.probe and spec.asks_llm and last is not None and isinstance(task, ChoiceTask):
         assert predictor is not None
@@ -378,7 +379,9 @@ def _llm_result(
             max_tokens=config.max_tokens,
             timeout_s=config.timeout_s,
         )
-        answers = probe_pred.predict(history, [[m] for m in probe_fmt.probe_messages(last)], tally)
+        answers = probe_pred.predict(
+            history, [[m] for m in probe_fmt.probe_messages(last, last_query)], tally
+        )
         probe = {}
         for f, ans in zip(task.domain.feature_names, answers, strict=True):
             if ans.distribution is not None:

@@ -351,13 +351,24 @@ class ChoiceFormat:
         self.labels = [domain.label(i) for i in range(domain.n_options)]
         self.answer_prefix = self.prompts.prefix()
 
-    def user_message(self, last: tuple[int | None, int] | None, query: IntArray) -> str:
+    def user_message(
+        self,
+        last: tuple[int | None, int] | None,
+        query: IntArray,
+        previous: IntArray | None = None,
+    ) -> str:
         """The user's turn: the first message, or feedback on ``last = (shown, choice)`` then
-        the question about ``query``."""
+        the question about ``query``. ``previous`` is the option set ``last`` answered (an echo
+        style restates the chosen option)."""
         texts = self.prompts.render_options(self.domain, query)
         if last is None:
             return self.prompts.first_message(texts)
-        return self.prompts.next_message(last[0], last[1], texts)
+        return self.prompts.next_message(last[0], last[1], texts, previous=self._lines(previous))
+
+    def _lines(self, option_set: IntArray | None) -> list[str] | None:
+        if option_set is None or not self.prompts.echo:
+            return None
+        return self.prompts.render_options(self.domain, option_set)
 
     def answer_text(self, index: int | None) -> str:
         return self.prompts.answer_text(index) if index is not None else ""
@@ -377,9 +388,12 @@ class ChoiceFormat:
             f"{item} {choice + 1}.)"
         )
 
-    def probe_messages(self, last: tuple[int | None, int]) -> list[Message]:
-        """One probing query per feature, after the feedback on the last round."""
-        feedback = self.prompts.feedback(last[0], last[1])
+    def probe_messages(
+        self, last: tuple[int | None, int], previous: IntArray | None = None
+    ) -> list[Message]:
+        """One probing query per feature, after the feedback on the last round (``previous``:
+        its option set)."""
+        feedback = self.prompts.feedback(last[0], last[1], self._lines(previous))
         return [
             {
                 "role": "user",
@@ -404,7 +418,9 @@ class QuestionnaireFormat:
         self.domain = domain
         self.labels = [str(k + 1) for k in range(domain.n_answers)]
 
-    def user_message(self, last: tuple[int | None, int] | None, query: int) -> str:
+    def user_message(
+        self, last: tuple[int | None, int] | None, query: int, previous: int | None = None
+    ) -> str:
         question = self.domain.render_item(int(query))
         if last is None:
             return f"{self.domain.spec.prompts.intro}\n\n{question}"
@@ -427,5 +443,7 @@ class QuestionnaireFormat:
             f"the chance of each answer is {probs}. It predicts {choice + 1}.)"
         )
 
-    def probe_messages(self, last: tuple[int | None, int]) -> list[Message]:
+    def probe_messages(
+        self, last: tuple[int | None, int], previous: int | None = None
+    ) -> list[Message]:
         return []

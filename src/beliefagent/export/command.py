@@ -94,7 +94,8 @@ def export_command(
         str,
         typer.Option(
             help="Rendering of the chats: paper (the paper's wording) | compact (feature codes "
-            "0-10, ~2.8x fewer tokens). A model tuned on a style is asked in it by serve/eval."
+            "0-10, ~2.8x fewer tokens) | compact-echo (compact; the feedback restates the chosen "
+            "option). A model tuned on a style is asked in it by serve/eval."
         ),
     ] = "paper",
     json_out: Annotated[

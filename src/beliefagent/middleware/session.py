@@ -134,6 +134,8 @@ class Session:
         self.round = 0
         self._pending: tuple[TurnResult, npt.NDArray[np.int64] | None, str] | None = None
         self._last: tuple[int | None, int] = (None, 0)  # (shown, user choice) of the last round
+        self._last_texts: list[str] | None = None  # the option lines the LLM saw last round
+        self._round_texts: list[str] | None = None  # ... and this round (pending)
         self._prompt: list[Message] = []
         self._played: list[tuple[npt.NDArray[np.int64] | None, int | None, int]] = []
         self._played_data: list[dict[str, Any]] = []  # _played as JSON-able data
@@ -369,7 +371,10 @@ class Session:
             user_text = self.prompts.first_message(texts)
         else:
             prev = self._last
-            user_text = self.prompts.next_message(prev[0], prev[1], texts)
+            user_text = self.prompts.next_message(
+                prev[0], prev[1], texts, previous=self._last_texts
+            )
+        self._round_texts = list(texts)
         hint = self._hint(result)
         prompt = [
             *self.messages,
@@ -405,6 +410,7 @@ class Session:
             }
         )
         self._last = (shown, choice)
+        self._last_texts = self._round_texts
         self._played.append((levels, shown, choice))
         self._played_data.append({"levels": _levels_list(levels), "shown": shown, "choice": choice})
         self._pending_data = None
@@ -527,6 +533,7 @@ class Session:
         answer = self.prompts.answer_text(shown) if shown is not None else ""
         self.messages.append({"role": "assistant", "content": answer})
         self._last = (shown, int(choice))
+        self._last_texts = self._round_texts
         self._played.append((lv, shown, int(choice)))
         self._played_data.append(
             {"levels": _levels_list(lv), "shown": shown, "choice": int(choice)}
