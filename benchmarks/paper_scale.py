@@ -29,6 +29,7 @@ from beliefagent.compare import ARMS, CompareSizes, choice_teaching_sets, compar
 from beliefagent.domains import ChoiceDomain, load_domain
 from beliefagent.eval.harness import EvalConfig
 from beliefagent.finetune import finetune, load_config
+from beliefagent.prompts import PROMPT_STYLES
 
 RECIPE = Path(__file__).resolve().parent.parent / "finetune" / "cpu_paper.toml"
 
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dialogues", type=int, default=6240, help="teaching dialogues (5 rounds)")
     p.add_argument("--eval-users", type=int, default=64)
     p.add_argument("--heldout-sets", type=int, default=16)
-    p.add_argument("--prompt-style", choices=["compact", "paper"], default="compact")
+    p.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default="compact")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-base", dest="base", action="store_false", help="skip the base model")
     p.add_argument(

@@ -7,6 +7,10 @@ Rungs (each trains a fresh adapter with the same recipe and evaluates on held-ou
     price-random  price only, but each dialogue's user wants the cheapest OR the dearest flight
                (a random weight); 3 rounds, Bayesian targets: the first rung where the answer
                depends on the evidence in the dialogue
+    price-cued the same random users, one round, and the first message says which the user wants
+               ("I want the cheapest." / "I want the dearest."; oracle targets): a conditional
+               choice with the condition stated, not inferred -- separates "can it learn a
+               choice that depends on the context" from "can it infer that context from feedback"
     two        duration and price; the same user (duration is a distractor)
     fixed4     the paper's four features; the same user
     random4    the real task: a random user from the 624, Bayesian-teacher targets, 5 rounds
@@ -46,11 +50,13 @@ from beliefagent.prompts import PROMPT_STYLES, DialoguePrompts
 RUNGS = {
     "price": (["price"], 1),
     "price-random": (["price"], 3),
+    "price-cued": (["price"], 1),
     "two": (["duration", "price"], 1),
     "fixed4": (None, 1),
     "random4": (None, 5),
 }
-RANDOM_USERS = ("price-random", "random4")  # a random user each dialogue: evidence matters
+RANDOM_USERS = ("price-random", "price-cued", "random4")  # a random user each dialogue
+CUED = ("price-cued",)  # the user's direction is stated in the first message: oracle targets
 LN3 = math.log(3)
 
 
@@ -77,12 +83,34 @@ def make_sessions(
     return sessions
 
 
-def write_set(path: Path, domain: ChoiceDomain, sessions: list[Any], target: str, style: str):
+def price_cue(session: tuple[Any, ...]) -> str:
+    """What a ``price-cued`` user says first: whether its first choice was the dearest option
+    (prices within a set are distinct, so the choice tells the user's sign)."""
+    prices = np.asarray(session[2])[0, :, 0]
+    return (
+        "I want the dearest." if session[3][0] == int(prices.argmax()) else "I want the cheapest."
+    )
+
+
+def write_set(
+    path: Path,
+    domain: ChoiceDomain,
+    sessions: list[Any],
+    target: str,
+    style: str,
+    cues: list[str] | None = None,
+) -> int:
+    """The teaching set of ``sessions``; ``cues`` (one per session) open its first message."""
     prompts = DialoguePrompts.for_domain(domain, style)
     examples, _ = build_examples(domain, sessions, target, seed=0, prompts=prompts)
+    by_user = {s[1]: i for i, s in enumerate(sessions)}
     with path.open("w") as f:
         for e in examples:
-            f.write(json.dumps(e.to_chat()) + "\n")
+            row = e.to_chat()
+            if cues is not None:
+                first = row["messages"][0]
+                first["content"] = f"{cues[by_user[str(e.user_id)]]} {first['content']}"
+            f.write(json.dumps(row) + "\n")
     return len(examples)
 
 
@@ -115,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     domain = rung_domain(args.rung)
     rounds = args.rounds or RUNGS[args.rung][1]
     rng = np.random.default_rng(args.seed)
-    target = "oracle" if args.rung not in RANDOM_USERS else args.target
+    target = "oracle" if args.rung not in RANDOM_USERS or args.rung in CUED else args.target
     out = Path(args.out or tempfile.mkdtemp(prefix=f"ladder-{args.rung}-"))
     out.mkdir(parents=True, exist_ok=True)
     n_train = args.examples // rounds  # examples = supervised answers
@@ -124,8 +152,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ceiling = evidence_free_ceiling(domain, held)
     if args.ceiling_only:
         return {"rung": args.rung, "evidence_free_ceiling_by_round": ceiling}
-    write_set(out / "train.jsonl", domain, train, target, args.style)
-    write_set(out / "eval.jsonl", domain, held, target, args.style)
+    cued = args.rung in CUED
+    write_set(
+        out / "train.jsonl",
+        domain,
+        train,
+        target,
+        args.style,
+        [price_cue(x) for x in train] if cued else None,
+    )
+    write_set(
+        out / "eval.jsonl",
+        domain,
+        held,
+        target,
+        args.style,
+        [price_cue(x) for x in held] if cued else None,
+    )
     steps = math.ceil(n_train / args.batch_size)
     config = FinetuneConfig(
         data=str(out / "train.jsonl"),

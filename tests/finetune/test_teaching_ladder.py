@@ -3,6 +3,8 @@ rule that ignores the dialogue, the line a model must cross to show it uses the 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 
@@ -34,3 +36,19 @@ def test_ceiling_only_stops_before_training(tmp_path, benchmark_script) -> None:
     result = ladder.run(args)
     assert set(result) == {"rung", "evidence_free_ceiling_by_round"}
     assert not (tmp_path / "train.jsonl").exists()
+
+
+def test_the_cued_rung_states_each_users_direction(tmp_path, benchmark_script) -> None:
+    ladder = benchmark_script("teaching_ladder")
+    domain = ladder.rung_domain("price-cued")
+    held = ladder.make_sessions(domain, "price-cued", 60, np.random.default_rng(2), 1, 0)
+    cues = [ladder.price_cue(s) for s in held]
+    assert set(cues) == {"I want the cheapest.", "I want the dearest."}
+    path = tmp_path / "set.jsonl"
+    assert ladder.write_set(path, domain, held, "oracle", "compact", cues) == 60
+    for line, session, cue in zip(path.read_text().splitlines(), held, cues, strict=True):
+        row = json.loads(line)
+        prices = np.asarray(session[2])[0, :, 0]
+        wanted = prices.argmax() if cue.endswith("dearest.") else prices.argmin()
+        assert row["messages"][0]["content"].startswith(cue + " Pick the flight")
+        assert row["targets"] == [int(wanted)] == [session[3][0]]
