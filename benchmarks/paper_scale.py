@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -98,12 +99,16 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
     """The budget as ``comparison_markdown`` prints it (from the recipe; trained dialogues =
     steps x batch)."""
     cfg = load_config(args.recipe)
+    # max_steps = 0: the recipe runs its epochs over every exported dialogue
+    steps = cfg.max_steps or math.ceil(
+        args.dialogues * cfg.epochs / (cfg.batch_size * cfg.grad_accum)
+    )
     return {
-        "train_users": cfg.max_steps * cfg.batch_size or args.dialogues,
+        "train_users": min(steps * cfg.batch_size * cfg.grad_accum, args.dialogues),
         "eval_users": args.eval_users,
         "heldout_sets": args.heldout_sets,
         "lora_r": cfg.lora.r,
-        "steps": cfg.max_steps,
+        "steps": steps,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
     }
