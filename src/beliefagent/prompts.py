@@ -39,8 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+# the style vocabulary lives with the adapter metadata that records it (imports point down)
+from beliefagent.adapters.models import PROMPT_STYLES, check_prompt_style
 from beliefagent.domains import ChoiceDomain
-from beliefagent.errors import ConfigError
 
 __all__ = [
     "PROMPT_STYLES",
@@ -51,16 +52,6 @@ __all__ = [
 ]
 
 Message = dict[str, str]
-
-PROMPT_STYLES = ("paper", "compact", "compact-echo")
-"""The dialogue renderings a model can be trained and asked in."""
-
-
-def check_prompt_style(style: str, field: str = "prompt_style") -> str:
-    """``style`` if it is one of :data:`PROMPT_STYLES`, else a :class:`ConfigError`."""
-    if style not in PROMPT_STYLES:
-        raise ConfigError(f"must be one of {list(PROMPT_STYLES)}", field=field, value=style)
-    return style
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,12 @@ from beliefagent.adapters.base import GenerationSettings, Message, Reply, valida
 from beliefagent.adapters.models import (
     DEFAULT_MODEL_NAME,
     adapter_prompt_style,
+    check_prompt_style,
     load_model,
     resolve_dtype,
     warn_if_emulated_bf16,
 )
 from beliefagent.errors import ConfigError, InputError
-from beliefagent.prompts import check_prompt_style
 
 if TYPE_CHECKING:
     import os

